@@ -1,0 +1,77 @@
+"""The exception tree of :mod:`featcache`.
+
+Every error raised on purpose by the package derives from :class:`FeatcacheError`, so a
+caller (the CLI in particular) can turn any of them into one clear message.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FeatcacheError",
+    "ParameterError",
+    "CorpusError",
+    "AudioError",
+    "ModelError",
+    "StoreError",
+    "StoreLockedError",
+    "StoreMismatchError",
+    "SpecError",
+    "DownloadError",
+]
+
+
+class FeatcacheError(Exception):
+    """Base class of every error raised by featcache."""
+
+
+class ParameterError(FeatcacheError, ValueError):
+    """A parameter has a value that is not allowed.
+
+    The message names the parameter, what is allowed and what was given.
+    """
+
+    def __init__(self, name: str, allowed: str, given: object) -> None:
+        self.name = name
+        self.allowed = allowed
+        self.given = given
+        super().__init__(f"{name} must be {allowed}; got {given!r}")
+
+
+class CorpusError(FeatcacheError):
+    """A corpus folder or manifest cannot be read (missing folder, no matching files...)."""
+
+
+class AudioError(FeatcacheError):
+    """One audio file cannot be used; ``reason`` is a short human-readable explanation.
+
+    Raised per file: the orchestration records the reason and goes on with the others.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class ModelError(FeatcacheError):
+    """A self-supervised model cannot be resolved or loaded."""
+
+
+class StoreError(FeatcacheError):
+    """A feature store is missing, corrupt or cannot be written."""
+
+
+class StoreLockedError(StoreError):
+    """Another process is writing to the same store."""
+
+
+class StoreMismatchError(StoreError):
+    """A store holds features made with other parameters than the ones asked for."""
+
+
+class SpecError(FeatcacheError, ValueError):
+    """A feature specification (``all_layers``, ``layer:3``, ``mfcc+egemaps``...) is invalid."""
+
+
+class DownloadError(FeatcacheError):
+    """A corpus download failed (network, checksum, archive)."""

@@ -1,9 +1,11 @@
 """Packed (ragged, CSR-style) in-memory features: what estimators train on.
 
-A :class:`Packed` holds, for each feature stream, every frame of every utterance in one
-array of shape ``(total_frames, n_layers, dim)`` plus an offsets array of shape
-``(n_utterances + 1,)``: utterance ``i`` is ``data[offsets[i]:offsets[i + 1]]``. No padding
-is ever materialised; heads pool per utterance with segment operations.
+A :class:`Packed` holds, for each feature stream, the frames of the utterances in one
+array of shape ``(total_frames, n_layers, dim)`` plus per-utterance ``starts`` and
+``lengths``: utterance ``i`` is ``data[starts[i]:starts[i] + lengths[i]]``. No padding is
+ever materialised; heads pool per utterance with segment operations. Subsets
+(:meth:`Packed.subset`) share ``data`` with their parent, so cross-validation folds and grid
+points never copy the frames.
 
 :meth:`featcache.reader.FeatureSet.to_packed` builds one from a cache; estimators build
 one from plain arrays or lists of arrays.
@@ -25,10 +27,12 @@ class Stream:
     Attributes
     ----------
     data : ndarray of shape (total_frames, n_layers, dim)
-        All frames of all utterances, concatenated (float16 or float32).
-    offsets : ndarray of shape (n_utterances + 1,), int64
-        Start of each utterance in ``data``; ``offsets[0] == 0`` and
-        ``offsets[-1] == total_frames``.
+        Frames of utterances, concatenated (float16 or float32); may hold more
+        utterances than this stream refers to.
+    starts : ndarray of shape (n_utterances,), int64
+        First row of each utterance in ``data``.
+    lengths : ndarray of shape (n_utterances,), int64
+        Number of frames of each utterance (at least 1).
     name : str
         Spec of the stream (``"all_layers"``, ``"egemaps"``...).
     frame_rate : float or None
@@ -36,13 +40,31 @@ class Stream:
     """
 
     data: np.ndarray
-    offsets: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
     name: str = "x"
     frame_rate: float | None = None
 
+    @classmethod
+    def from_offsets(cls, data: np.ndarray, offsets: np.ndarray, **kw) -> "Stream":
+        """Build from CSR offsets of shape (n_utterances + 1,)."""
+        offsets = np.asarray(offsets, dtype=np.int64)
+        return cls(data, offsets[:-1].copy(), np.diff(offsets), **kw)
+
+    @classmethod
+    def from_list(cls, arrays: list[np.ndarray], **kw) -> "Stream":
+        """Concatenate arrays of shape (n_frames_i, n_layers, dim) into one stream."""
+        lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        return cls(np.concatenate(arrays, axis=0), offsets[:-1], lengths, **kw)
+
+    def subset(self, index: np.ndarray) -> "Stream":
+        """The utterances at ``index`` (ints), sharing ``data``."""
+        return Stream(self.data, self.starts[index], self.lengths[index], self.name, self.frame_rate)
+
     @property
     def n_utterances(self) -> int:
-        return int(len(self.offsets) - 1)
+        return int(len(self.starts))
 
     @property
     def n_layers(self) -> int:
@@ -52,14 +74,10 @@ class Stream:
     def dim(self) -> int:
         return int(self.data.shape[2])
 
-    @property
-    def lengths(self) -> np.ndarray:
-        """Frames per utterance, shape (n_utterances,)."""
-        return np.diff(self.offsets)
-
     def utterance(self, i: int) -> np.ndarray:
         """Frames of utterance ``i``, shape (n_frames, n_layers, dim) (a view)."""
-        return self.data[self.offsets[i] : self.offsets[i + 1]]
+        s = int(self.starts[i])
+        return self.data[s : s + int(self.lengths[i])]
 
 
 @dataclass
@@ -90,3 +108,13 @@ class Packed:
 
     def __len__(self) -> int:
         return self.streams[0].n_utterances
+
+    def subset(self, index: np.ndarray) -> "Packed":
+        """The utterances at ``index`` (integer array), sharing the frame arrays."""
+        index = np.asarray(index)
+        return Packed(
+            [s.subset(index) for s in self.streams],
+            None if self.ids is None else self.ids[index],
+            None if self.speakers is None else self.speakers[index],
+            dict(self.meta),
+        )

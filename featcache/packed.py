@@ -37,6 +37,12 @@ class Stream:
         Spec of the stream (``"all_layers"``, ``"egemaps"``...).
     frame_rate : float or None
         Frames per second (None when unknown, e.g. for arrays).
+    norm_shift, norm_scale : ndarray of shape (n_groups, n_layers, dim) or None
+        Optional normalisation applied when frames are gathered:
+        ``(x - norm_shift[g]) / norm_scale[g]`` with ``g = norm_group[i]`` for utterance ``i``
+        (per-speaker or global statistics; see :mod:`estimators.normalize`). Keeping it
+        lazy means normalising never copies the corpus.
+    norm_group : ndarray of shape (n_utterances,), int64, or None
     """
 
     data: np.ndarray
@@ -44,6 +50,9 @@ class Stream:
     lengths: np.ndarray
     name: str = "x"
     frame_rate: float | None = None
+    norm_shift: np.ndarray | None = None
+    norm_scale: np.ndarray | None = None
+    norm_group: np.ndarray | None = None
 
     @classmethod
     def from_offsets(cls, data: np.ndarray, offsets: np.ndarray, **kw) -> "Stream":
@@ -60,7 +69,44 @@ class Stream:
 
     def subset(self, index: np.ndarray) -> "Stream":
         """The utterances at ``index`` (ints), sharing ``data``."""
-        return Stream(self.data, self.starts[index], self.lengths[index], self.name, self.frame_rate)
+        return Stream(
+            self.data,
+            self.starts[index],
+            self.lengths[index],
+            self.name,
+            self.frame_rate,
+            self.norm_shift,
+            self.norm_scale,
+            None if self.norm_group is None else self.norm_group[index],
+        )
+
+    def gather(self, index: np.ndarray, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+        """Frames of the utterances at ``index``, concatenated and normalised.
+
+        Returns
+        -------
+        frames : ndarray of shape (sum of lengths, n_layers, dim)
+        lengths : ndarray of shape (len(index),), int64
+        """
+        index = np.asarray(index, dtype=np.int64)
+        starts, lengths = self.starts[index], self.lengths[index]
+        total = int(lengths.sum())
+        if len(index) == 1 or np.all(starts[1:] == starts[:-1] + lengths[:-1]):
+            out = self.data[int(starts[0]) : int(starts[0]) + total].astype(dtype, copy=True)
+        else:
+            rows = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+            rows += np.arange(total)
+            out = self.data[rows].astype(dtype, copy=False)
+        if self.norm_group is not None:
+            shift = self.norm_shift.astype(dtype, copy=False)
+            inv = (1.0 / self.norm_scale).astype(dtype, copy=False)
+            a = 0
+            for g, n in zip(self.norm_group[index], lengths):
+                seg = out[a : a + n]
+                seg -= shift[g]
+                seg *= inv[g]
+                a += n
+        return out, lengths
 
     @property
     def n_utterances(self) -> int:
@@ -118,3 +164,12 @@ class Packed:
             None if self.speakers is None else self.speakers[index],
             dict(self.meta),
         )
+
+    def describe(self) -> dict:
+        """Shapes of the streams (what estimators compare between fit and predict)."""
+        return {
+            "streams": [
+                {"name": s.name, "n_layers": s.n_layers, "dim": s.dim, "frame_rate": s.frame_rate}
+                for s in self.streams
+            ]
+        }

@@ -1,0 +1,366 @@
+"""Extraction over a corpus: audio decoding, extractors and stores, orchestrated.
+
+Audio decoding and the handcrafted extractors (MFCC, log-mel, spectrogram, eGeMAPS) run in
+a small thread pool ahead of the self-supervised model, so they overlap with it instead of
+serialising behind it. The model gets length-sorted batches (see
+:meth:`featcache.extractors.ssl.SSLExtractor.batch`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from featcache.audio import load_audio
+from featcache.corpora import Corpus, get_corpus
+from featcache.errors import AudioError, FeatcacheError, ParameterError
+from featcache.extractors.base import Extractor
+from featcache.lock import CacheLock
+from featcache.stats import write_speaker_stats
+from featcache.store import FORMAT_VERSION, StoreReader, StoreWriter, atomic_write_json
+
+__all__ = ["ExtractionSummary", "extract", "build_extractors", "FEATURE_NAMES"]
+
+FEATURE_NAMES = ("wav2vec2", "mfcc", "logmel", "spectrogram", "egemaps")
+
+
+@dataclass
+class ExtractionSummary:
+    """What one extraction run did.
+
+    Attributes
+    ----------
+    done : int
+        Utterances extracted (for at least one store) in this run.
+    skipped : int
+        Utterances already complete in every requested store.
+    failed : dict
+        Utterance id → reason, for failures of this run.
+    audio_seconds : float
+        Audio (after cropping) processed in this run.
+    wall_seconds : float
+    cache_bytes : int
+        Size of the corpus cache after the run.
+    stores : list of str
+    """
+
+    done: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    cache_bytes: int = 0
+    stores: list[str] = field(default_factory=list)
+    cache_path: str = ""
+    redone: int = 0
+
+
+def build_extractors(
+    features: Iterable[str],
+    *,
+    model: str | None = "wav2vec_small",
+    precision: str = "auto",
+    device: str = "auto",
+) -> list[Extractor]:
+    """Extractor objects for the names of ``--features``.
+
+    Parameters
+    ----------
+    features : iterable of str
+        Names among :data:`FEATURE_NAMES` (``wav2vec2`` means the self-supervised ``model``).
+    model : str
+        Short name, HuggingFace id or local directory of the self-supervised model.
+    """
+    from featcache.extractors.handcrafted import get_handcrafted
+
+    out: list[Extractor] = []
+    names = [f.strip() for f in features if f.strip()]
+    if not names:
+        raise ParameterError("features", f"a comma-separated list of {', '.join(FEATURE_NAMES)}", "")
+    for name in names:
+        if name in ("wav2vec2", "ssl"):
+            from featcache.extractors.ssl import SSLExtractor
+
+            out.append(SSLExtractor(model or "wav2vec_small", precision=precision, device=device))
+        elif name in FEATURE_NAMES:
+            out.append(get_handcrafted(name))
+        else:
+            raise ParameterError("features", f"names among {', '.join(FEATURE_NAMES)}", name)
+    return out
+
+
+def _write_table(cache: Path, corpus: Corpus, data_dir: Path, scan) -> pd.DataFrame:
+    """Write ``utterances.csv`` and ``corpus.json`` (merging with rows already cached)."""
+    table = scan.table.copy()
+    table_path = cache / "utterances.csv"
+    if table_path.exists():
+        old = pd.read_csv(table_path, dtype={"id": str, "speaker": str, "label": str}, keep_default_na=False)
+        old = old[~old["id"].isin(table["id"])]
+        if len(old):
+            table = pd.concat([table, old], ignore_index=True).sort_values("id").reset_index(drop=True)
+    tmp = table_path.with_name(table_path.name + ".tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(table_path)
+    atomic_write_json(
+        cache / "corpus.json",
+        {
+            "format": "featcache.corpus",
+            "format_version": FORMAT_VERSION,
+            "corpus": corpus.name,
+            "data_dir": str(Path(data_dir).resolve()),
+            "n_utterances": int(len(table)),
+            "problems": [list(p) for p in scan.problems],
+            "dropped": scan.dropped,
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+    return table
+
+
+@dataclass
+class _Prepared:
+    uid: str
+    signal: np.ndarray | None = None
+    original_seconds: float = 0.0
+    used_seconds: float = 0.0
+    results: dict[str, np.ndarray] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _prepare(uid: str, path: Path, rate: int, max_seconds: float | None, cheap: list[Extractor], needs: set[str]) -> _Prepared:
+    """Decode one file and run the handcrafted extractors it still needs (worker thread)."""
+    out = _Prepared(uid)
+    try:
+        audio = load_audio(path, sampling_rate=rate, max_seconds=max_seconds)
+    except AudioError as e:
+        out.error = e.reason
+        return out
+    out.signal = audio.signal
+    out.original_seconds = audio.original_seconds
+    out.used_seconds = audio.used_seconds
+    for ex in cheap:
+        if ex.store_name not in needs:
+            continue
+        try:
+            sig = audio.signal
+            if ex.sampling_rate != rate:
+                from featcache.audio import resample
+
+                sig = resample(sig, rate, ex.sampling_rate)
+            if len(sig) < ex.min_samples():
+                raise AudioError(str(path), f"shorter than the {ex.name} extractor's minimum of {ex.min_samples()} samples")
+            out.results[ex.store_name] = ex(sig, ex.sampling_rate)
+        except AudioError as e:
+            out.errors[ex.store_name] = e.reason
+    return out
+
+
+def extract(
+    corpus: str,
+    data_dir: Path,
+    cache_dir: Path,
+    extractors: list[Extractor],
+    *,
+    max_seconds: float | None = 15.0,
+    overwrite: bool = False,
+    repair: bool = False,
+    names: dict[str, str] | None = None,
+    shard_size: int = 256,
+    batch_seconds: float = 60.0,
+    workers: int = 1,
+    progress: bool = True,
+    limit: int | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> ExtractionSummary:
+    """Extract features of every utterance of a corpus into ``<cache_dir>/<corpus>/``.
+
+    Resumable: utterances already committed are skipped; a killed run loses at most the
+    shard being filled. Holds an exclusive lock on the corpus cache.
+
+    Parameters
+    ----------
+    corpus : str
+        Registered corpus name (see :func:`featcache.corpora.list_corpora`).
+    data_dir : Path
+        The corpus folder (or CSV manifest for ``csv``).
+    cache_dir : Path
+        Cache root; features go to ``cache_dir / corpus``.
+    extractors : list of Extractor
+    max_seconds : float or None
+        Crop every file to its first ``max_seconds`` seconds (None: no cropping).
+    overwrite : bool
+        Replace stores made with other parameters instead of refusing.
+    repair : bool
+        Verify every shard deeply first and re-extract the utterances of damaged ones.
+    names : dict, optional
+        Store name overrides, extractor store name → folder name (``--name``).
+    shard_size : int
+        Most utterances per shard.
+    batch_seconds : float
+        Audio seconds per batch given to the self-supervised model.
+    workers : int
+        Threads decoding audio and running the handcrafted extractors.
+    limit : int, optional
+        Only the first ``limit`` utterances of the table (quick trials).
+    """
+    if max_seconds is not None and not (max_seconds > 0):
+        raise ParameterError("max_seconds", "a positive number of seconds or None", max_seconds)
+    t0 = time.perf_counter()
+    cobj = get_corpus(corpus)
+    scan = cobj.scan(Path(data_dir))
+    for path, reason in scan.problems:
+        log(f"not a {corpus} file name: {path} ({reason})")
+    cache = Path(cache_dir) / corpus
+    cache.mkdir(parents=True, exist_ok=True)
+    summary = ExtractionSummary(cache_path=str(cache))
+    with CacheLock(cache):
+        _write_table(cache, cobj, Path(data_dir), scan)
+        table = scan.table if limit is None else scan.table.iloc[: int(limit)]
+        pipeline_params = {"max_seconds": max_seconds}
+        writers: dict[str, StoreWriter] = {}
+        for ex in extractors:
+            folder = (names or {}).get(ex.store_name, ex.store_name)
+            if folder in writers:
+                raise ParameterError("features", "distinct stores", folder)
+            writers[ex.store_name] = StoreWriter(
+                cache / folder, ex.describe(), pipeline_params, shard_size=shard_size, overwrite=overwrite, repair=repair
+            )
+            summary.redone += len(writers[ex.store_name].dropped)
+        summary.stores = [w.path.name for w in writers.values()]
+        todo = _plan(table, writers)
+        summary.skipped = len(table) - len(todo)
+        try:
+            _run(todo, table, cobj, Path(data_dir), extractors, writers, summary, max_seconds, batch_seconds, workers, progress)
+        finally:
+            for w in writers.values():
+                w.close()
+        speaker_of = dict(zip(table["id"], table["speaker"].astype(str)))
+        full = dict(zip(scan.table["id"], scan.table["speaker"].astype(str)))
+        full.update(speaker_of)
+        for w in writers.values():
+            reader = StoreReader(w.path)
+            if reader.ids:
+                write_speaker_stats(reader, full)
+    summary.wall_seconds = time.perf_counter() - t0
+    summary.cache_bytes = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+    return summary
+
+
+def _plan(table: pd.DataFrame, writers: dict[str, StoreWriter]) -> list[tuple[str, set[str]]]:
+    """(utterance id, stores that still need it) for every unfinished utterance, in table order."""
+    done = {k: w.done_ids | set(w.failed) for k, w in writers.items()}
+    todo = []
+    for uid in table["id"]:
+        needs = {k for k in writers if uid not in done[k]}
+        if needs:
+            todo.append((uid, needs))
+    return todo
+
+
+def _run(todo, table, cobj, data_dir, extractors, writers, summary, max_seconds, batch_seconds, workers, progress) -> None:
+    from tqdm.auto import tqdm
+
+    paths = dict(zip(table["id"], table["path"]))
+    heavy = [ex for ex in extractors if ex.n_layers > 1 or getattr(ex, "name", "") == "ssl"]
+    cheap = [ex for ex in extractors if ex not in heavy]
+    rates = {ex.sampling_rate for ex in extractors}
+    rate = max(rates)
+    bar = tqdm(total=len(todo), unit="utt", disable=not progress, desc="extract", dynamic_ncols=True)
+    audio_s = 0.0
+    t0 = time.perf_counter()
+    batch: list[_Prepared] = []
+    batch_needs: list[set[str]] = []
+    needs_of = dict(todo)
+
+    def record(p: _Prepared) -> None:
+        nonlocal audio_s
+        if p.error is not None:
+            for k in needs_of[p.uid]:
+                writers[k].add_failure(p.uid, p.error)
+            summary.failed[p.uid] = p.error
+        else:
+            for k, reason in p.errors.items():
+                writers[k].add_failure(p.uid, reason)
+                summary.failed.setdefault(p.uid, f"{k}: {reason}")
+            for k, x in p.results.items():
+                writers[k].add(p.uid, x, p.original_seconds, p.used_seconds)
+            summary.done += 1
+            audio_s += p.used_seconds
+        summary.audio_seconds = audio_s
+        bar.update(1)
+        el = time.perf_counter() - t0
+        bar.set_postfix_str(f"{audio_s / max(el, 1e-9):.1f} audio-s/s, failed {len(summary.failed)}", refresh=False)
+
+    def run_heavy() -> None:
+        for ex in heavy:
+            key = ex.store_name
+            idx = [i for i, p in enumerate(batch) if p.error is None and key in batch_needs[i]]
+            ok, sigs = [], []
+            for i in idx:
+                sig = batch[i].signal
+                if ex.sampling_rate != rate:
+                    from featcache.audio import resample
+
+                    sig = resample(sig, rate, ex.sampling_rate)
+                if len(sig) < ex.min_samples():
+                    batch[i].errors[key] = (
+                        f"shorter than the model's receptive field ({ex.min_samples()} samples"
+                        f" = {1000 * ex.min_samples() / ex.sampling_rate:.0f} ms)"
+                    )
+                    continue
+                ok.append(i)
+                sigs.append(sig)
+            if sigs:
+                for i, x in zip(ok, ex.batch(sigs, ex.sampling_rate)):
+                    batch[i].results[key] = x
+        for p in batch:
+            p.signal = None
+            record(p)
+        batch.clear()
+        batch_needs.clear()
+
+    ahead = max(8, 4 * workers)
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    queue: deque[tuple[str, Future]] = deque()
+    it = iter(todo)
+    try:
+        def fill() -> None:
+            while len(queue) < ahead:
+                try:
+                    uid, needs = next(it)
+                except StopIteration:
+                    return
+                path = cobj.resolve(data_dir, paths[uid])
+                queue.append((uid, pool.submit(_prepare, uid, path, rate, max_seconds, cheap, needs)))
+
+        fill()
+        pending_s = 0.0
+        while queue:
+            uid, fut = queue.popleft()
+            fill()
+            p = fut.result()
+            needs = needs_of[uid]
+            if heavy and p.error is None and any(ex.store_name in needs for ex in heavy):
+                batch.append(p)
+                batch_needs.append(needs)
+                pending_s += p.used_seconds
+                if pending_s >= batch_seconds:
+                    run_heavy()
+                    pending_s = 0.0
+            else:
+                record(p)
+        if batch:
+            run_heavy()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()

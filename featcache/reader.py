@@ -1,0 +1,480 @@
+"""Reading API: :func:`open` a corpus cache, :meth:`FeatureCache.select` a FeatureSet.
+
+A :class:`FeatureSet` is a lazy, sklearn-indexable view of some utterances' features
+(one or more aligned streams). Frames are memory-mapped from the shards and only
+gathered into memory by :meth:`FeatureSet.to_packed` — once per store and process: every
+subset (cross-validation fold, grid point) shares that one copy.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from featcache.errors import SpecError, StoreError
+from featcache.packed import Packed, Stream
+from featcache.store import StoreReader
+
+__all__ = ["open_cache", "find_caches", "FeatureCache", "FeatureSet", "StreamSpec", "parse_spec"]
+
+HANDCRAFTED = ("mfcc", "logmel", "spectrogram", "egemaps")
+
+
+def find_caches(root: Path) -> list[Path]:
+    """Corpus caches (folders holding ``corpus.json``) at or directly below ``root``."""
+    root = Path(root)
+    if (root / "corpus.json").exists():
+        return [root]
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / "corpus.json").exists())
+
+
+def open_cache(path: str | Path) -> "FeatureCache":
+    """Open a corpus cache (``<cache-dir>/<corpus>``, or a cache root holding exactly one).
+
+    Raises
+    ------
+    StoreError
+        When ``path`` holds no corpus cache, or several (the message lists them).
+    """
+    found = find_caches(Path(path))
+    if not found:
+        raise StoreError(f"{path} holds no featcache corpus cache (no corpus.json); run featcache extract first")
+    if len(found) > 1:
+        raise StoreError(
+            f"{path} holds several corpus caches; name one: " + ", ".join(str(p) for p in found)
+        )
+    return FeatureCache(found[0])
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One stream of a feature spec: a store and the layers taken from it."""
+
+    store: str
+    layers: tuple[int, ...]
+    name: str
+
+
+def parse_spec(spec: str, stores: dict[str, StoreReader]) -> list[StreamSpec]:
+    """Resolve a feature spec against the stores of a cache.
+
+    Grammar: streams joined by ``+``; each stream is ``[STORE:]WHAT`` with WHAT one of
+    ``all_layers``, ``layer:K``, ``layers:A-B`` (inclusive), ``local_encoder`` (layer 0),
+    ``output`` (last layer), or a store name (``mfcc``, ``logmel``, ``spectrogram``,
+    ``egemaps``, any store folder: all its layers).
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise SpecError(f"feature spec must be a non-empty string; got {spec!r}")
+    out = []
+    for part in spec.split("+"):
+        part = part.strip()
+        tokens = part.split(":")
+        store = None
+        if len(tokens) > 1 and tokens[0] in stores:
+            store, tokens = tokens[0], tokens[1:]
+        what = ":".join(tokens)
+        if store is None and what in stores:
+            r = stores[what]
+            out.append(StreamSpec(what, tuple(range(r.n_layers)), what))
+            continue
+        if store is None:
+            layered = [n for n, r in stores.items() if r.n_layers > 1]
+            if not layered:
+                raise SpecError(
+                    f"feature spec {part!r} needs a self-supervised model store, and this cache has none"
+                    f" (stores: {', '.join(stores) or 'none'})"
+                )
+            if len(layered) > 1:
+                raise SpecError(
+                    f"feature spec {part!r} is ambiguous: several model stores ({', '.join(layered)});"
+                    f" write MODEL:{what}, e.g. {layered[0]}:{what}"
+                )
+            store = layered[0]
+        n = stores[store].n_layers
+        layers = _layers(what, n, part, stores)
+        out.append(StreamSpec(store, layers, part if ":" in part and part.split(":")[0] == store else f"{store}:{what}"))
+    return out
+
+
+def _layers(what: str, n: int, part: str, stores: dict) -> tuple[int, ...]:
+    if what == "all_layers":
+        return tuple(range(n))
+    if what == "local_encoder":
+        return (0,)
+    if what == "output":
+        return (n - 1,)
+    m = re.fullmatch(r"layer:(\d+)", what)
+    if m:
+        k = int(m.group(1))
+        if k >= n:
+            raise SpecError(f"feature spec {part!r}: layer {k} does not exist (0..{n - 1})")
+        return (k,)
+    m = re.fullmatch(r"layers:(\d+)-(\d+)", what)
+    if m:
+        a, b = int(m.group(1)), int(m.group(2))
+        if not (0 <= a <= b < n):
+            raise SpecError(f"feature spec {part!r}: layers must satisfy 0 <= A <= B <= {n - 1}")
+        return tuple(range(a, b + 1))
+    raise SpecError(
+        f"unknown feature spec {part!r}; allowed: all_layers, layer:K, layers:A-B, local_encoder, output,"
+        f" a store name ({', '.join(stores)}), optionally MODEL:..., joined by '+'"
+    )
+
+
+class FeatureCache:
+    """A corpus cache: its utterance table and feature stores.
+
+    Attributes
+    ----------
+    path : Path
+    corpus : str
+    utterances : pandas.DataFrame
+        The utterance table (id, path, speaker, label, corpus fields, duration).
+    stores : dict of str to StoreReader
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.info = json.loads((self.path / "corpus.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise StoreError(f"{self.path}/corpus.json cannot be read ({e})") from e
+        self.corpus = self.info.get("corpus", self.path.name)
+        self.utterances = pd.read_csv(
+            self.path / "utterances.csv", dtype={"id": str, "speaker": str, "label": str}, keep_default_na=False
+        )
+        self.stores = {
+            p.name: StoreReader(p) for p in sorted(self.path.iterdir()) if (p / "store.json").exists()
+        }
+        self._row = {uid: i for i, uid in enumerate(self.utterances["id"])}
+
+    def __repr__(self) -> str:
+        return f"FeatureCache({str(self.path)!r}, corpus={self.corpus!r}, stores={list(self.stores)})"
+
+    @property
+    def features(self) -> pd.DataFrame:
+        """One row per store: name, kind, layers, dim, frame rate, utterances, failed."""
+        rows = []
+        for name, r in self.stores.items():
+            ext = r.info["extractor"]
+            rows.append(
+                {
+                    "name": name,
+                    "extractor": ext.get("name"),
+                    "n_layers": r.n_layers,
+                    "dim": r.dim,
+                    "frame_rate": r.frame_rate,
+                    "dtype": r.dtype.name,
+                    "n_utterances": len(r.ids),
+                    "n_failed": len(r.failed),
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def select(
+        self,
+        spec: str,
+        *,
+        max_frames: int | None = None,
+        pooled: str | None = None,
+        label_map: str | dict | None = None,
+        label_column: str = "label",
+    ) -> "FeatureSet | np.ndarray":
+        """Features of every utterance present in all the spec's stores.
+
+        Parameters
+        ----------
+        spec : str
+            Feature spec, see :func:`parse_spec`.
+        max_frames : int, optional
+            Keep the first ``max_frames`` frames of each utterance.
+        pooled : {"mean"}, optional
+            Return a plain ndarray of shape (n_utterances, n_layers * dim) (streams
+            concatenated) instead of a FeatureSet; computed from the stored per-utterance
+            sums when ``max_frames`` is None (no frame is read).
+        label_map : str or dict, optional
+            A name from :data:`featcache.corpora.LABEL_MAPS` (e.g. ``"ravdess7"``) or a mapping.
+        """
+        streams = parse_spec(spec, self.stores)
+        ids = [uid for uid in self.utterances["id"] if all(uid in self.stores[s.store] for s in streams)]
+        fs = FeatureSet(self, streams, np.array([self._row[u] for u in ids], dtype=np.int64), max_frames, label_map, label_column)
+        if pooled is None:
+            return fs
+        if pooled != "mean":
+            raise SpecError(f"pooled must be None or 'mean'; got {pooled!r}")
+        return fs.pooled_mean()
+
+
+class FeatureSet:
+    """A lazy view of the features of some utterances; sklearn can index it.
+
+    ``len(X)``, ``X.shape[0]``, ``X[int]`` (the frames of one utterance: ndarray of shape
+    (n_frames, n_layers, dim), or a tuple of those with several streams),
+    ``X[slice]``, ``X[int array]``, ``X[bool mask]`` and ``X[key, ...]`` (a smaller FeatureSet).
+
+    Attributes
+    ----------
+    ids, speakers, labels : ndarray of shape (n_utterances,)
+    streams : list of StreamSpec
+    max_frames : int or None
+    """
+
+    def __init__(self, cache, streams, rows, max_frames=None, label_map=None, label_column="label", norm=None):
+        self._cache = cache
+        self.streams = list(streams)
+        self._rows = np.asarray(rows, dtype=np.int64)
+        self.max_frames = max_frames
+        self.label_map = label_map
+        self.label_column = label_column
+        self._norm = norm  # per stream: None or (shift (G,L,D), scale (G,L,D), group (n,))
+        if max_frames is not None and (not isinstance(max_frames, numbers.Integral) or max_frames < 1):
+            raise SpecError(f"max_frames must be a positive integer or None; got {max_frames!r}")
+
+    # -- metadata
+    @property
+    def cache(self) -> FeatureCache:
+        return self._cache
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The utterance table rows of this set."""
+        return self._cache.utterances.iloc[self._rows].reset_index(drop=True)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._cache.utterances["id"].to_numpy(dtype=object)[self._rows]
+
+    @property
+    def speakers(self) -> np.ndarray:
+        return self._cache.utterances["speaker"].astype(str).to_numpy(dtype=object)[self._rows]
+
+    @property
+    def labels(self) -> np.ndarray:
+        lab = self._cache.utterances[self.label_column].astype(str).to_numpy(dtype=object)[self._rows]
+        if self.label_map is None:
+            return lab
+        from featcache.corpora import apply_label_map
+
+        return np.asarray(apply_label_map(lab, self.label_map), dtype=object)
+
+    def targets(self, columns: list[str]) -> np.ndarray:
+        """Numeric target columns (e.g. ``["valence", "arousal"]``), shape (n, len(columns))."""
+        missing = [c for c in columns if c not in self._cache.utterances.columns]
+        if missing:
+            raise SpecError(f"target columns {missing} are not in the utterance table")
+        return self._cache.utterances[columns].to_numpy(dtype=np.float64)[self._rows]
+
+    @property
+    def shape(self) -> tuple:
+        """``(n_utterances, None, n_layers, dim)`` for one stream (frames vary), else ``(n,)``."""
+        if len(self.streams) == 1:
+            r = self._cache.stores[self.streams[0].store]
+            return (len(self._rows), None, len(self.streams[0].layers), r.dim)
+        return (len(self._rows),)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __repr__(self) -> str:
+        spec = "+".join(s.name for s in self.streams)
+        return f"FeatureSet({spec!r}, n_utterances={len(self)}, max_frames={self.max_frames})"
+
+    def describe(self) -> dict[str, Any]:
+        """What the features are (stores, extractor parameters, layers, dims): estimators
+        record it at fit and refuse to predict on features that differ."""
+        out = []
+        for s in self.streams:
+            r = self._cache.stores[s.store]
+            ext = r.info["extractor"]
+            out.append(
+                {
+                    "name": s.name,
+                    "store": s.store,
+                    "layers": list(s.layers),
+                    "n_layers": len(s.layers),
+                    "dim": r.dim,
+                    "frame_rate": r.frame_rate,
+                    "extractor": ext.get("name"),
+                    "params": ext.get("params"),
+                    "pipeline": r.info.get("pipeline"),
+                }
+            )
+        return {"corpus": self._cache.corpus, "streams": out, "max_frames": self.max_frames}
+
+    # -- indexing
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            if len(key) == 2 and key[1] is Ellipsis:
+                key = key[0]
+            else:
+                raise IndexError(f"FeatureSet supports X[key] and X[key, ...]; got {key!r}")
+        if isinstance(key, numbers.Integral):
+            i = int(key)
+            if not -len(self) <= i < len(self):
+                raise IndexError(f"index {i} out of range for {len(self)} utterances")
+            arrays = [self._frames(s, self._rows[i], si, i) for si, s in enumerate(self.streams)]
+            return arrays[0] if len(arrays) == 1 else tuple(arrays)
+        if isinstance(key, slice):
+            idx = np.arange(len(self))[key]
+        else:
+            idx = np.asarray(key)
+            if idx.dtype == bool:
+                if idx.shape != (len(self),):
+                    raise IndexError(f"boolean mask of shape {idx.shape} for {len(self)} utterances")
+                idx = np.flatnonzero(idx)
+            elif idx.size == 0:
+                idx = idx.astype(np.int64)
+            elif not np.issubdtype(idx.dtype, np.integer):
+                raise IndexError(f"FeatureSet indices must be integers or a boolean mask; got {idx.dtype}")
+        return self._subset(idx)
+
+    def _subset(self, idx: np.ndarray) -> "FeatureSet":
+        norm = None
+        if self._norm is not None:
+            norm = [None if n is None else (n[0], n[1], n[2][idx]) for n in self._norm]
+        return FeatureSet(self._cache, self.streams, self._rows[idx], self.max_frames, self.label_map, self.label_column, norm)
+
+    def with_normalization(self, norm: list) -> "FeatureSet":
+        """A copy whose frames are normalised lazily: per stream ``None`` or
+        ``(shift (G, L, D), scale (G, L, D), group (n_utterances,))``."""
+        if len(norm) != len(self.streams):
+            raise SpecError("one normalisation entry per stream is needed")
+        return FeatureSet(self._cache, self.streams, self._rows, self.max_frames, self.label_map, self.label_column, list(norm))
+
+    def _frames(self, s: StreamSpec, row: int, si: int, i: int) -> np.ndarray:
+        uid = self._cache.utterances["id"].iat[int(row)]
+        x = self._cache.stores[s.store].frames(uid, list(s.layers))
+        if self.max_frames is not None:
+            x = x[: self.max_frames]
+        x = x.astype(np.float32)
+        if self._norm is not None and self._norm[si] is not None:
+            shift, scale, group = self._norm[si]
+            x = (x - shift[group[i]]) / scale[group[i]]
+        return x.astype(np.float32)
+
+    # -- bulk access
+    def to_packed(self) -> Packed:
+        """All frames of this set as a :class:`~featcache.packed.Packed` (shared, not copied)."""
+        streams = []
+        ids = self.ids
+        for si, s in enumerate(self.streams):
+            r = self._cache.stores[s.store]
+            data, where = _load_store(r, s.layers)
+            pos = np.array([where[u] for u in ids], dtype=np.int64).reshape(-1, 2)
+            starts, lengths = pos[:, 0].copy(), pos[:, 1].copy()
+            if self.max_frames is not None:
+                lengths = np.minimum(lengths, self.max_frames)
+            st = Stream(data, starts, lengths, s.name, r.frame_rate)
+            if self._norm is not None and self._norm[si] is not None:
+                st.norm_shift, st.norm_scale, st.norm_group = self._norm[si]
+            streams.append(st)
+        return Packed(streams, ids=ids, speakers=self.speakers, meta={"describe": self.describe()})
+
+    def utterance_stats(self, stream: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stored per-utterance ``(n_frames (n,), sum (n, L, D), sumsq (n, L, D))`` in float64,
+        over whole utterances (``max_frames`` is not applied)."""
+        s = self.streams[stream]
+        ids, n, sm, sq = _store_stats(self._cache.stores[s.store])
+        pos = {u: i for i, u in enumerate(ids)}
+        idx = np.array([pos[u] for u in self.ids], dtype=np.int64)
+        layers = list(s.layers)
+        return n[idx], sm[idx][:, layers], sq[idx][:, layers]
+
+    def pooled_mean(self) -> np.ndarray:
+        """Mean over frames per utterance, shape (n_utterances, total layers * dim), float64."""
+        parts = []
+        for si in range(len(self.streams)):
+            if self.max_frames is None and (self._norm is None or self._norm[si] is None):
+                n, sm, _ = self.utterance_stats(si)
+                parts.append((sm / n[:, None, None]).reshape(len(self), -1))
+            else:
+                s, rows = self.streams[si], self._rows
+                parts.append(
+                    np.stack([self._frames(s, rows[i], si, i).astype(np.float64).mean(0).ravel() for i in range(len(self))])
+                )
+        return np.concatenate(parts, axis=1)
+
+    # -- pickling: only the description travels; data is reloaded (memory-mapped) lazily
+    def __getstate__(self) -> dict:
+        return {
+            "path": str(self._cache.path),
+            "streams": self.streams,
+            "rows": self._rows,
+            "max_frames": self.max_frames,
+            "label_map": self.label_map,
+            "label_column": self.label_column,
+            "norm": self._norm,
+        }
+
+    def __setstate__(self, state: dict) -> None:
+        self._cache = _cached_open(state["path"])
+        self.streams = state["streams"]
+        self._rows = state["rows"]
+        self.max_frames = state["max_frames"]
+        self.label_map = state["label_map"]
+        self.label_column = state["label_column"]
+        self._norm = state["norm"]
+
+
+# --------------------------------------------------------------------------- process-wide caches
+
+_LOCK = threading.Lock()
+_OPEN: dict[str, FeatureCache] = {}
+_DATA: dict[tuple, tuple[np.ndarray, dict]] = {}
+_STATS: dict[tuple, tuple] = {}
+
+
+def _cached_open(path: str) -> FeatureCache:
+    with _LOCK:
+        if path not in _OPEN:
+            _OPEN[path] = FeatureCache(Path(path))
+        return _OPEN[path]
+
+
+def _load_store(r: StoreReader, layers: tuple[int, ...]) -> tuple[np.ndarray, dict]:
+    """Frames of every committed utterance of a store, (total_frames, len(layers), dim),
+    loaded once per process (keyed by store, manifest token and layers)."""
+    key = (str(r.path.resolve()), r.token, tuple(layers))
+    with _LOCK:
+        if key in _DATA:
+            return _DATA[key]
+        shards = [r.shard(si) for si in range(len(r.manifest["shards"]))]
+        total = sum(sh.n_frames for sh in shards)
+        data = np.empty((total, len(layers), r.dim), dtype=r.dtype)
+        where: dict[str, tuple[int, int]] = {}
+        a = 0
+        for sh in shards:
+            for li, k in enumerate(layers):
+                data[a : a + sh.n_frames, li, :] = sh.layer(k)
+            for uid, o, n in zip(sh.ids, sh.offsets[:-1], np.diff(sh.offsets)):
+                where[uid] = (a + int(o), int(n))
+            a += sh.n_frames
+        _DATA.clear() if len(_DATA) > 8 else None
+        _DATA[key] = (data, where)
+        return _DATA[key]
+
+
+def _store_stats(r: StoreReader) -> tuple:
+    key = (str(r.path.resolve()), r.token)
+    with _LOCK:
+        if key not in _STATS:
+            _STATS[key] = r.utterance_stats()
+        return _STATS[key]
+
+
+def clear_memory() -> None:
+    """Forget every loaded store (frees memory)."""
+    with _LOCK:
+        _DATA.clear()
+        _STATS.clear()
+        _OPEN.clear()

@@ -1,0 +1,589 @@
+"""Handcrafted frame-level features: MFCC, log-mel, magnitude spectrogram, eGeMAPS LLDs.
+
+Every extractor here is a small picklable callable ``(signal, sampling_rate) -> ndarray``
+of shape ``(n_frames, dim)``, float32, implementing
+:class:`featcache.extractors.base.Extractor`.
+
+Frame convention (all four extractors, by default)
+--------------------------------------------------
+Frames are *centred*: frame ``i`` is centred on sample ``i * hop_length``, i.e. on time
+``i / frame_rate`` seconds, and the signal is zero-padded at both ends so that edge
+frames exist (librosa's ``center=True`` with ``pad_mode="constant"``). A signal of ``n``
+samples gives exactly ``1 + n // hop_length`` frames (101 frames for 1 s at 16 kHz with a
+10 ms hop). ``frame_rate`` is exactly ``1000 / hop_ms``; ``hop_ms`` must therefore be a
+whole number of samples at the extractor's rate. The window length is rounded to the
+nearest sample. ``params()`` records ``"center": True``.
+
+eGeMAPS follows the same convention through zero-padding of the input (see
+:class:`EGeMAPS`; ``align=False`` gives openSMILE's native framing instead).
+
+Log floors
+----------
+Silence (all-zero input) gives finite output everywhere: the log of a power or magnitude
+is taken as ``log(x + eps)`` (log-mel, log-spectrogram) or ``10 * log10(max(x, amin))``
+(MFCC), never ``log(0)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from featcache.audio import check_signal
+from featcache.errors import AudioError, ModelError, ParameterError
+from featcache.extractors.base import Extractor
+
+__all__ = [
+    "MFCC",
+    "LogMel",
+    "Spectrogram",
+    "EGeMAPS",
+    "HANDCRAFTED",
+    "get_handcrafted",
+    "EGEMAPS_COLUMNS",
+]
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float, np.integer, np.floating))
+        and math.isfinite(float(value))
+    )
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) <= 0:
+        raise ParameterError(name, "a positive integer", value)
+    return int(value)
+
+
+def _positive_float(name: str, value: Any) -> float:
+    if not _is_number(value) or float(value) <= 0:
+        raise ParameterError(name, "a positive finite number", value)
+    return float(value)
+
+
+def _hop_samples(hop_ms: float, sampling_rate: int) -> int:
+    exact = hop_ms * sampling_rate / 1000.0
+    hop = int(round(exact))
+    if hop < 1 or abs(exact - hop) > 1e-6:
+        raise ParameterError(
+            "hop_ms",
+            f"a whole number of samples at {sampling_rate} Hz (multiple of "
+            f"{1000.0 / sampling_rate:g} ms)",
+            hop_ms,
+        )
+    return hop
+
+
+def _library_versions(*names: str) -> dict[str, str]:
+    import importlib
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = str(importlib.import_module(name).__version__)
+        except Exception:  # pragma: no cover - a missing library is reported, not fatal
+            out[name] = "unavailable"
+    return out
+
+
+class _LibrosaExtractor(Extractor):
+    """Shared STFT framing of the librosa-based extractors (centred frames, Hann window)."""
+
+    window = "hann"
+    pad_mode = "constant"
+
+    def _init_framing(
+        self, win_ms: float, hop_ms: float, sampling_rate: int, n_fft: int | None
+    ) -> None:
+        self.sampling_rate = _positive_int("sampling_rate", sampling_rate)
+        self.win_ms = _positive_float("win_ms", win_ms)
+        self.hop_ms = _positive_float("hop_ms", hop_ms)
+        self.hop_length = _hop_samples(self.hop_ms, self.sampling_rate)
+        self.win_length = int(round(self.win_ms * self.sampling_rate / 1000.0))
+        if self.win_length < 1:
+            raise ParameterError("win_ms", "at least one sample long", win_ms)
+        if n_fft is None:
+            self.n_fft = 1 << (self.win_length - 1).bit_length()
+        else:
+            self.n_fft = _positive_int("n_fft", n_fft)
+            if self.n_fft < self.win_length:
+                raise ParameterError(
+                    "n_fft", f"None or at least the window length ({self.win_length} samples)", n_fft
+                )
+        self.n_fft_given = None if n_fft is None else int(n_fft)
+        self.frame_rate = 1000.0 / self.hop_ms
+
+    def _framing_params(self) -> dict[str, Any]:
+        return {
+            "sampling_rate": int(self.sampling_rate),
+            "win_ms": float(self.win_ms),
+            "hop_ms": float(self.hop_ms),
+            "win_length": int(self.win_length),
+            "hop_length": int(self.hop_length),
+            "n_fft": int(self.n_fft),
+            "window": self.window,
+            "center": True,
+            "pad_mode": self.pad_mode,
+        }
+
+    def versions(self) -> dict[str, str]:
+        return _library_versions("librosa", "numpy", "scipy")
+
+    def min_samples(self) -> int:
+        return 1
+
+    def n_frames(self, n_samples: int) -> int:
+        """Number of frames returned for a signal of ``n_samples`` samples."""
+        pad = self.n_fft // 2
+        return 1 + (int(n_samples) + 2 * pad - self.n_fft) // self.hop_length
+
+    def _stft_magnitude(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
+        """|STFT| of shape (n_fft // 2 + 1, n_frames), float32, centred frames."""
+        import librosa
+
+        self._check_rate(sampling_rate)
+        x = check_signal(signal)
+        # Centre the frames by padding here (exactly librosa's center=True with
+        # pad_mode="constant"), so short inputs raise no "n_fft too large" warning.
+        pad = self.n_fft // 2
+        x = np.pad(x, (pad, pad), mode="constant")
+        spec = librosa.stft(
+            x,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.win_length,
+            window=self.window,
+            center=False,
+        )
+        return np.abs(spec)
+
+    def _mel_basis(self) -> np.ndarray:
+        import librosa
+
+        basis = getattr(self, "_mel", None)
+        if basis is None:
+            basis = librosa.filters.mel(
+                sr=self.sampling_rate,
+                n_fft=self.n_fft,
+                n_mels=self.n_mels,
+                fmin=self.fmin,
+                fmax=self.fmax,
+                htk=False,
+                norm="slaney",
+                dtype=np.float32,
+            )
+            self._mel = basis
+        return basis
+
+    def _init_mel(self, n_mels: int, fmin: float, fmax: float | None) -> None:
+        self.n_mels = _positive_int("n_mels", n_mels)
+        if not _is_number(fmin) or float(fmin) < 0:
+            raise ParameterError("fmin", "a number >= 0 (Hz)", fmin)
+        self.fmin = float(fmin)
+        nyquist = self.sampling_rate / 2.0
+        if fmax is None:
+            self.fmax = nyquist
+        else:
+            if not _is_number(fmax) or not (self.fmin < float(fmax) <= nyquist):
+                raise ParameterError("fmax", f"None or a number in ({self.fmin:g}, {nyquist:g}] Hz", fmax)
+            self.fmax = float(fmax)
+        if self.fmin >= self.fmax:
+            raise ParameterError("fmin", f"below fmax ({self.fmax:g} Hz)", fmin)
+        self._mel = None
+
+    def _mel_params(self) -> dict[str, Any]:
+        return {
+            "n_mels": int(self.n_mels),
+            "fmin": float(self.fmin),
+            "fmax": float(self.fmax),
+            "mel_scale": "slaney",
+            "mel_norm": "slaney",
+            "power": 2.0,
+        }
+
+    def _mel_power(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
+        mag = self._stft_magnitude(signal, sampling_rate)
+        return self._mel_basis() @ (mag * mag)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._init_args().items())
+        return f"{type(self).__name__}({args})"
+
+    def _init_args(self) -> dict[str, Any]:
+        sig = inspect.signature(type(self).__init__)
+        out = {}
+        for key in list(sig.parameters)[1:]:
+            value = getattr(self, key, None)
+            if key == "n_fft":
+                value = self.n_fft_given
+            out[key] = value
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_mel"] = None  # cheap to rebuild; keeps pickles small
+        return state
+
+
+class MFCC(_LibrosaExtractor):
+    """Mel-frequency cepstral coefficients (librosa), ``dim = n_mfcc``.
+
+    Computed as librosa does: Hann-windowed STFT, power mel spectrogram (Slaney mel
+    scale and filter normalisation), ``librosa.power_to_db(S, ref=1.0, amin=1e-10,
+    top_db=None)`` and an orthonormal DCT-II, no liftering. ``top_db`` is ``None`` on
+    purpose (librosa's ``mfcc(y=...)`` default of 80 would clip each file relative to its
+    own loudest frame); silence therefore gives the finite floor of -100 dB.
+
+    Frames are centred (frame ``i`` centred at ``i * hop_ms`` ms; ``1 + n // hop_length``
+    frames for ``n`` samples); ``n_fft`` defaults to the next power of two at least the
+    window length (512 for 25 ms at 16 kHz).
+    """
+
+    name = "mfcc"
+
+    def __init__(
+        self,
+        n_mfcc: int = 40,
+        n_mels: int = 128,
+        win_ms: float = 25.0,
+        hop_ms: float = 10.0,
+        sampling_rate: int = 16000,
+        fmin: float = 0,
+        fmax: float | None = None,
+        n_fft: int | None = None,
+    ) -> None:
+        self._init_framing(win_ms, hop_ms, sampling_rate, n_fft)
+        self._init_mel(n_mels, fmin, fmax)
+        self.n_mfcc = _positive_int("n_mfcc", n_mfcc)
+        if self.n_mfcc > self.n_mels:
+            raise ParameterError("n_mfcc", f"at most n_mels ({self.n_mels})", n_mfcc)
+        self.store_name = self.name
+        self.n_layers = 1
+        self.dim = self.n_mfcc
+        self.dtype = np.dtype("float32")
+        self.amin = 1e-10
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "n_mfcc": int(self.n_mfcc),
+            **self._framing_params(),
+            **self._mel_params(),
+            "log": "power_to_db",
+            "ref": 1.0,
+            "amin": self.amin,
+            "top_db": None,
+            "dct_type": 2,
+            "dct_norm": "ortho",
+            "lifter": 0,
+        }
+
+    def __call__(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
+        import librosa
+
+        mel = self._mel_power(signal, sampling_rate)
+        db = librosa.power_to_db(mel, ref=1.0, amin=self.amin, top_db=None)
+        mfcc = librosa.feature.mfcc(S=db, n_mfcc=self.n_mfcc, dct_type=2, norm="ortho", lifter=0)
+        return np.ascontiguousarray(mfcc.T, dtype=np.float32)
+
+
+class LogMel(_LibrosaExtractor):
+    """Log mel power spectrogram, natural log: ``log(mel_power + eps)``, ``dim = n_mels``.
+
+    The power mel spectrogram is librosa's (Hann-windowed STFT, Slaney mel scale and
+    filter normalisation); ``eps`` (default ``1e-6``, recorded in ``params()``) is the
+    floor that keeps silence finite (``log(1e-6) = -13.8``).
+
+    Frames are centred (frame ``i`` centred at ``i * hop_ms`` ms; ``1 + n // hop_length``
+    frames for ``n`` samples); ``n_fft`` defaults to the next power of two at least the
+    window length (512 for 25 ms at 16 kHz).
+    """
+
+    name = "logmel"
+
+    def __init__(
+        self,
+        n_mels: int = 80,
+        win_ms: float = 25.0,
+        hop_ms: float = 10.0,
+        sampling_rate: int = 16000,
+        fmin: float = 0,
+        fmax: float | None = None,
+        n_fft: int | None = None,
+        eps: float = 1e-6,
+    ) -> None:
+        self._init_framing(win_ms, hop_ms, sampling_rate, n_fft)
+        self._init_mel(n_mels, fmin, fmax)
+        self.eps = _positive_float("eps", eps)
+        self.store_name = self.name
+        self.n_layers = 1
+        self.dim = self.n_mels
+        self.dtype = np.dtype("float32")
+
+    def params(self) -> dict[str, Any]:
+        return {
+            **self._framing_params(),
+            **self._mel_params(),
+            "log": "natural",
+            "eps": float(self.eps),
+        }
+
+    def __call__(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
+        mel = self._mel_power(signal, sampling_rate)
+        out = np.log(mel + np.float32(self.eps))
+        return np.ascontiguousarray(out.T, dtype=np.float32)
+
+
+class Spectrogram(_LibrosaExtractor):
+    """Magnitude spectrogram ``|STFT|`` with a Hann window, ``dim = n_fft // 2 + 1``.
+
+    As in Pepino et al. (Interspeech 2021): "magnitude spectrograms with a hanning window
+    of 25 ms and a hop size of 10 ms"; their code (``librosa.stft``, frame 400, nfft 512
+    at 16 kHz) zero-pads each 25 ms window to ``n_fft = 512``, which is also the default
+    here (``n_fft=None``: next power of two at least the window length; 257 bins at
+    16 kHz). Pass ``n_fft`` explicitly (e.g. 400) for exactly the window length.
+
+    ``log=False`` (default, the paper's features) returns the linear magnitude;
+    ``log=True`` returns ``log(magnitude + eps)`` (natural log, ``eps`` recorded in
+    ``params()`` only then).
+
+    Frames are centred (frame ``i`` centred at ``i * hop_ms`` ms; ``1 + n // hop_length``
+    frames for ``n`` samples).
+    """
+
+    name = "spectrogram"
+
+    def __init__(
+        self,
+        win_ms: float = 25.0,
+        hop_ms: float = 10.0,
+        n_fft: int | None = None,
+        sampling_rate: int = 16000,
+        log: bool = False,
+        eps: float = 1e-6,
+    ) -> None:
+        self._init_framing(win_ms, hop_ms, sampling_rate, n_fft)
+        if not isinstance(log, (bool, np.bool_)):
+            raise ParameterError("log", "True or False", log)
+        self.log = bool(log)
+        self.eps = _positive_float("eps", eps)
+        self.store_name = self.name
+        self.n_layers = 1
+        self.dim = self.n_fft // 2 + 1
+        self.dtype = np.dtype("float32")
+        self._mel = None
+
+    def params(self) -> dict[str, Any]:
+        out = {**self._framing_params(), "magnitude_power": 1.0, "log": self.log}
+        if self.log:
+            out["log_base"] = "natural"
+            out["eps"] = float(self.eps)
+        return out
+
+    def __call__(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
+        mag = self._stft_magnitude(signal, sampling_rate)
+        if self.log:
+            mag = np.log(mag + np.float32(self.eps))
+        return np.ascontiguousarray(mag.T, dtype=np.float32)
+
+
+EGEMAPS_COLUMNS: dict[str, tuple[str, ...]] = {
+    "eGeMAPSv02": (
+        "Loudness_sma3",
+        "alphaRatio_sma3",
+        "hammarbergIndex_sma3",
+        "slope0-500_sma3",
+        "slope500-1500_sma3",
+        "spectralFlux_sma3",
+        "mfcc1_sma3",
+        "mfcc2_sma3",
+        "mfcc3_sma3",
+        "mfcc4_sma3",
+        "F0semitoneFrom27.5Hz_sma3nz",
+        "jitterLocal_sma3nz",
+        "shimmerLocaldB_sma3nz",
+        "HNRdBACF_sma3nz",
+        "logRelF0-H1-H2_sma3nz",
+        "logRelF0-H1-A3_sma3nz",
+        "F1frequency_sma3nz",
+        "F1bandwidth_sma3nz",
+        "F1amplitudeLogRelF0_sma3nz",
+        "F2frequency_sma3nz",
+        "F2bandwidth_sma3nz",
+        "F2amplitudeLogRelF0_sma3nz",
+        "F3frequency_sma3nz",
+        "F3bandwidth_sma3nz",
+        "F3amplitudeLogRelF0_sma3nz",
+    ),
+}
+
+
+class EGeMAPS(Extractor):
+    """eGeMAPS low-level descriptors from openSMILE: 25 LLDs at 100 frames/s.
+
+    ``opensmile.Smile(feature_set=eGeMAPSv02, feature_level=LowLevelDescriptors)``; the
+    names of the 25 columns are in :attr:`columns`. The ``Smile`` object is created on
+    first use and dropped when pickling, so the extractor can be sent to worker
+    processes.
+
+    Framing. openSMILE's own frames start at ``i * 10`` ms and its 20 ms frames (energy
+    and spectral LLDs) are centred at ``i * 10 + 10`` ms; an input of ``d`` ms natively
+    gives ``1 + (d - 50) // 10`` frames (96 for 1 s). With ``align=True`` (default) the
+    input is zero-padded by 10 ms before and 40 ms after, so that frame ``i`` is centred
+    at ``i * 10`` ms and a signal of ``n`` samples gives ``1 + n // hop_length`` frames
+    (101 for 1 s at 16 kHz), exactly like the librosa extractors: eGeMAPS frames line up
+    with MFCC / log-mel / spectrogram frames. ``align=False`` keeps openSMILE's native
+    framing. Note that openSMILE computes the pitch-based LLDs (F0, jitter, shimmer, HNR,
+    H1-H2, H1-A3, formants) on 60 ms windows that lag the 20 ms frames by about 20 ms
+    either way.
+
+    Inputs shorter than 60 ms (one pitch window, :meth:`min_samples`) raise
+    :class:`~featcache.errors.AudioError`. Samples are clipped to ``[-1, 32767/32768]``
+    before openSMILE converts them to 16-bit integers (a full-scale ``+1.0`` would
+    otherwise wrap around to -32768).
+    """
+
+    name = "egemaps"
+    min_ms = 60.0
+
+    def __init__(
+        self, feature_set: str = "eGeMAPSv02", sampling_rate: int = 16000, align: bool = True
+    ) -> None:
+        if feature_set not in EGEMAPS_COLUMNS:
+            raise ParameterError("feature_set", f"one of {sorted(EGEMAPS_COLUMNS)}", feature_set)
+        self.feature_set = feature_set
+        self.sampling_rate = _positive_int("sampling_rate", sampling_rate)
+        if self.sampling_rate % 100 != 0:
+            raise ParameterError(
+                "sampling_rate", "a multiple of 100 Hz (10 ms must be whole samples)", sampling_rate
+            )
+        if not isinstance(align, (bool, np.bool_)):
+            raise ParameterError("align", "True or False", align)
+        self.align = bool(align)
+        self.store_name = self.name
+        self.frame_rate = 100.0
+        self.hop_ms = 10.0
+        self.hop_length = self.sampling_rate // 100
+        self.n_layers = 1
+        self.columns: list[str] = list(EGEMAPS_COLUMNS[feature_set])
+        self.dim = len(self.columns)
+        self.dtype = np.dtype("float32")
+        self._smile = None
+
+    # -- openSMILE object, created lazily, never pickled ---------------------------------
+    @property
+    def smile(self):
+        """The ``opensmile.Smile`` object (created on first use)."""
+        if self._smile is None:
+            import opensmile
+
+            try:
+                smile = opensmile.Smile(
+                    feature_set=getattr(opensmile.FeatureSet, self.feature_set),
+                    feature_level=opensmile.FeatureLevel.LowLevelDescriptors,
+                )
+            except Exception as exc:  # pragma: no cover - depends on the installation
+                raise ModelError(f"cannot create openSMILE {self.feature_set}: {exc}") from exc
+            if list(smile.feature_names) != self.columns:
+                raise ModelError(
+                    f"openSMILE {self.feature_set} returns columns {smile.feature_names}, "
+                    f"expected {self.columns}"
+                )
+            self._smile = smile
+        return self._smile
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_smile"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._smile = None
+
+    def __repr__(self) -> str:
+        return (
+            f"EGeMAPS(feature_set={self.feature_set!r}, sampling_rate={self.sampling_rate}, "
+            f"align={self.align})"
+        )
+
+    # -- protocol ------------------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        return {
+            "feature_set": self.feature_set,
+            "feature_level": "lld",
+            "sampling_rate": int(self.sampling_rate),
+            "hop_ms": self.hop_ms,
+            "align": self.align,
+            "center": self.align,
+            "pad_ms": [10.0, 40.0] if self.align else [0.0, 0.0],
+            "clip": [-1.0, 32767 / 32768],
+        }
+
+    def versions(self) -> dict[str, str]:
+        return _library_versions("opensmile", "numpy")
+
+    def min_samples(self) -> int:
+        return int(math.ceil(self.min_ms * self.sampling_rate / 1000.0))
+
+    def n_frames(self, n_samples: int) -> int:
+        """Number of frames returned for a signal of ``n_samples`` (>= :meth:`min_samples`)."""
+        n = int(n_samples)
+        if self.align:
+            return 1 + n // self.hop_length
+        return 1 + (n - 5 * self.hop_length) // self.hop_length
+
+    def __call__(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
+        self._check_rate(sampling_rate)
+        x = check_signal(signal)
+        if x.shape[0] < self.min_samples():
+            raise AudioError(
+                "<signal>",
+                f"shorter than the extractor's minimum of {self.min_ms:g} ms "
+                f"({x.shape[0]} < {self.min_samples()} samples at {self.sampling_rate} Hz)",
+            )
+        n = x.shape[0]
+        x = np.clip(x, -1.0, 32767.0 / 32768.0)
+        if self.align:
+            x = np.pad(x, (self.hop_length, 4 * self.hop_length), mode="constant")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            frame = self.smile.process_signal(x, self.sampling_rate)
+        out = np.ascontiguousarray(frame.to_numpy(), dtype=np.float32)
+        expected = self.n_frames(n)
+        if out.shape[0] > expected:
+            out = out[:expected]
+        if out.shape[0] == 0 or not np.isfinite(out).all():
+            raise AudioError("<signal>", "openSMILE returned no frames or non-finite values")
+        return out
+
+
+HANDCRAFTED: dict[str, type[Extractor]] = {
+    "mfcc": MFCC,
+    "logmel": LogMel,
+    "spectrogram": Spectrogram,
+    "egemaps": EGeMAPS,
+}
+
+
+def get_handcrafted(name: str, **params: Any) -> Extractor:
+    """Build a handcrafted extractor by name (``mfcc``, ``logmel``, ``spectrogram``, ``egemaps``).
+
+    ``params`` are passed to the constructor; unknown names or parameters raise
+    :class:`~featcache.errors.ParameterError`.
+    """
+    key = str(name).strip().lower()
+    if key not in HANDCRAFTED:
+        raise ParameterError("name", f"one of {', '.join(HANDCRAFTED)}", name)
+    cls = HANDCRAFTED[key]
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ParameterError(f"{key} parameters", f"among {', '.join(allowed)}", ", ".join(unknown))
+    return cls(**params)

@@ -219,7 +219,7 @@ def extract(
     cobj = get_corpus(corpus)
     scan = cobj.scan(Path(data_dir))
     for path, reason in scan.problems:
-        log(f"not a {corpus} file name: {path} ({reason})")
+        log(f"skipped {path}: {reason}")
     cache = Path(cache_dir) / corpus
     cache.mkdir(parents=True, exist_ok=True)
     summary = ExtractionSummary(cache_path=str(cache))

@@ -1,0 +1,55 @@
+"""Corpus loaders: turn a corpus folder into a table of utterances.
+
+>>> from featcache.corpora import get_corpus
+>>> scan = get_corpus("ravdess").scan("data/ravdess")  # doctest: +SKIP
+>>> scan.table.columns[:4].tolist()  # doctest: +SKIP
+['id', 'path', 'speaker', 'label']
+
+Registered loaders: ``ravdess``, ``iemocap``, ``emodb``, ``tess``, ``savee``, ``cremad``
+and ``csv`` (any corpus listed in a CSV manifest). See :class:`CorpusScan` for the table
+columns shared by all corpora and each loader class for its own columns. Class-set
+variants (``ravdess7``: calm merged into neutral) are label maps, applied with
+:func:`apply_label_map`.
+"""
+
+from __future__ import annotations
+
+from featcache.corpora.acted import CremaD, EmoDB, Savee, Tess
+from featcache.corpora.base import (
+    AUDIO_EXTENSIONS,
+    Corpus,
+    CorpusScan,
+    CorpusWarning,
+    FileNameCorpus,
+    get_corpus,
+    list_corpora,
+    register_corpus,
+)
+from featcache.corpora.iemocap import Iemocap
+from featcache.corpora.labels import LABEL_MAPS, apply_label_map
+from featcache.corpora.manifest import CsvCorpus
+from featcache.corpora.ravdess import Ravdess
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "LABEL_MAPS",
+    "Corpus",
+    "CorpusScan",
+    "CorpusWarning",
+    "CremaD",
+    "CsvCorpus",
+    "EmoDB",
+    "FileNameCorpus",
+    "Iemocap",
+    "Ravdess",
+    "Savee",
+    "Tess",
+    "apply_label_map",
+    "get_corpus",
+    "list_corpora",
+    "register_corpus",
+]
+
+for _corpus in (Ravdess(), Iemocap(), EmoDB(), Tess(), Savee(), CremaD(), CsvCorpus()):
+    register_corpus(_corpus, replace=True)
+del _corpus

@@ -1,0 +1,483 @@
+"""Hidden states of self-supervised speech models (wav2vec 2.0, HuBERT, WavLM).
+
+:class:`SSLExtractor` returns, for one utterance, every hidden state that transformers
+returns with ``output_hidden_states=True``: an array of shape
+``(num_hidden_layers + 1, n_frames, hidden_size)`` (13 x T x 768 for base models,
+25 x T x 1024 for large ones), 50 frames per second at 16 kHz.
+
+What the layers are (transformers 5.23, read from ``modeling_wav2vec2.py``,
+``modeling_hubert.py`` and ``modeling_wavlm.py``; the hidden states are recorded by hooks
+on the encoder layers, ``capture_outputs(tie_last_hidden_states=False)``):
+
+* index 0 is the input of the first transformer block. For base models
+  (``do_stable_layer_norm=False``: wav2vec2-base, hubert-base, wavlm-base-plus) it is
+  ``LayerNorm(P + PosConv(P))`` where ``P = Linear(LayerNorm(CNN(x)))`` is the projected
+  CNN output (HuBERT applies that LayerNorm only when ``config.feat_proj_layer_norm``) and ``PosConv`` the grouped positional convolution
+  (kernel 128, 16 groups, GELU). For large models (``do_stable_layer_norm=True``:
+  wav2vec2-large*, xlsr-53, hubert-large, wavlm-large) it is ``P + PosConv(P)`` without
+  LayerNorm (the blocks are pre-LN).
+* index ``i`` (1..L) is the output of transformer block ``i``; index ``L`` is the output of
+  the last block. For large (stable-layer-norm) models this is the last block's output
+  *before* the encoder's final LayerNorm, i.e. it differs from ``last_hidden_state``
+  (transformers 4.x returned the LayerNorm-ed state there). For base models it equals
+  ``last_hidden_state``.
+* the CNN features themselves (``extract_features``) are not included.
+
+Preprocessing follows the checkpoint's own feature-extractor config
+(``preprocessor_config.json``) per utterance: with ``do_normalize`` each utterance is
+scaled to zero mean and unit variance, ``(x - mean) / sqrt(var + 1e-7)``, exactly as
+``Wav2Vec2FeatureExtractor`` does (it is called to do it).
+
+Batching (:meth:`SSLExtractor.batch`) never pads raw audio: the first conv layer of base
+models has a GroupNorm over time, so padding would change every layer (reported: by
+11-15 % of its largest value, even with an attention mask). Instead the CNN feature encoder and the
+feature projection run per utterance, the projected frame sequences are padded and the
+transformer encoder runs once per length-sorted group with its own frame
+``attention_mask``: the encoder zeroes the padded frames before the positional
+convolution (``hidden_states[~mask] = 0``, which is exactly the zero padding the
+convolution sees at the end of a lone utterance) and masks padded keys in every
+attention layer (WavLM too: ``key_padding_mask`` plus a relative position bias that only
+depends on frame distances). Frames past each utterance's length are discarded. The result
+equals one-at-a-time extraction to float rounding (max abs difference < 1e-5 in fp32 on
+the test models, checked <= 1e-4 by the tests). Models outside wav2vec2 / HuBERT / WavLM,
+or with a batch-normalised positional convolution (``conv_pos_batch_norm``, where padded
+zeros would not stay zero), are run one at a time.
+
+Precision (``precision=``):
+
+* ``"fp32"`` (default, paper-faithful): float32 everywhere; on CUDA TF32 is switched off
+  for the duration of the call so that results match the CPU to float rounding.
+* ``"bf16"``: ``torch.autocast(device, torch.bfloat16)`` (CPU and CUDA). Measured
+  against fp32 (transformers 5.23, torch 2.13 CPU): on the tiny random test models
+  (hidden 32, 2 blocks) the max abs difference per layer is 2.5-4.4 % of that layer's
+  largest absolute value (0.07-0.12 absolute) and the mean abs difference 0.3-0.5 % of
+  it; on a randomly initialised full-size ``Wav2Vec2Config()`` (base) with two RAVDESS
+  utterances, max 1.4-2.1 % (0.07-0.10 absolute, layers 0/6/12) and mean 0.15-0.3 %.
+  Speed depends on native bf16 support: on a 2-core AMD EPYC with AVX2 only (no
+  AVX512-BF16/AMX) bf16 autocast was ~25x *slower* than fp32 (the CNN convolutions
+  dominate); it pays off on GPUs and on CPUs with AMX / AVX512-BF16.
+* ``"fp16"``: ``torch.autocast("cuda", torch.float16)``; CUDA only (a
+  :class:`~featcache.errors.ParameterError` on CPU, where fp16 autocast is not supported).
+* ``"auto"``: bf16 on a CUDA device that supports it, fp32 otherwise (CPU included: fp32
+  is paper-faithful and, without native bf16 hardware, also the fastest there).
+
+The precision actually used is part of :meth:`SSLExtractor.params`, so a store never mixes
+fp32 and bf16 features. The extractor always returns float32 arrays; the store keeps SSL
+states in float16 (:attr:`SSLExtractor.dtype`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from featcache.errors import AudioError, ModelError, ParameterError
+from featcache.extractors.base import Extractor
+from featcache.models import ResolvedModel, load_config, load_model, model_identity, resolve_model
+
+__all__ = ["SSLExtractor", "PRECISIONS", "DEVICES", "DEFAULT_MAX_BATCH_FRAMES"]
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+DEVICES = ("auto", "cpu", "cuda")
+#: Default bound on ``batch size x longest utterance`` (frames) of one encoder batch:
+#: 3000 frames = 60 s of audio at 50 frames/s.
+DEFAULT_MAX_BATCH_FRAMES = 3000
+
+#: model types whose encoder is run on padded frame batches (checked equal to
+#: one-at-a-time by the tests).
+_BATCHABLE_TYPES = frozenset({"wav2vec2", "hubert", "wavlm"})
+
+
+def _resolve_device(device: Any) -> Any:
+    import torch
+
+    text = str(device).strip().lower() if isinstance(device, str) else device
+    allowed = "'auto', 'cpu' or 'cuda' (or 'cuda:N')"
+    if isinstance(text, torch.device):
+        text = str(text)
+    if not isinstance(text, str):
+        raise ParameterError("device", allowed, device)
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ParameterError("device", f"{allowed}; CUDA is not available here", device)
+        dev = torch.device(text)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ParameterError(
+                "device", f"{allowed} with N < {torch.cuda.device_count()}", device
+            )
+        return dev
+    raise ParameterError("device", allowed, device)
+
+
+def _resolve_precision(precision: Any, device: Any) -> str:
+    import torch
+
+    allowed = "'fp32', 'bf16', 'fp16' or 'auto'"
+    if not isinstance(precision, str) or precision.strip().lower() not in PRECISIONS:
+        raise ParameterError("precision", allowed, precision)
+    p = precision.strip().lower()
+    cuda = device.type == "cuda"
+    if p == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if p == "fp16" and not cuda:
+        raise ParameterError(
+            "precision", "'fp32' or 'bf16' on CPU (fp16 autocast needs a CUDA device)", precision
+        )
+    if p == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise ParameterError(
+            "precision", "'fp32' or 'fp16' on this GPU (it does not support bf16)", precision
+        )
+    return p
+
+
+@contextlib.contextmanager
+def _no_tf32() -> Iterator[None]:
+    """Switch TF32 off for CUDA convolutions and matmuls (fp32 must mean fp32)."""
+    import torch
+
+    saved: list[tuple[Any, str, Any]] = []
+    targets = [
+        (torch.backends.cudnn.conv, "fp32_precision", "ieee"),
+        (torch.backends.cuda.matmul, "fp32_precision", "ieee"),
+    ]
+    if not all(hasattr(obj, attr) for obj, attr, _ in targets):  # older torch
+        targets = [
+            (torch.backends.cudnn, "allow_tf32", False),
+            (torch.backends.cuda.matmul, "allow_tf32", False),
+        ]
+    try:
+        for obj, attr, value in targets:
+            saved.append((obj, attr, getattr(obj, attr)))
+            setattr(obj, attr, value)
+    except Exception:  # noqa: BLE001 - leave the flags alone when they cannot be set
+        pass
+    try:
+        yield
+    finally:
+        for obj, attr, value in reversed(saved):
+            with contextlib.suppress(Exception):
+                setattr(obj, attr, value)
+
+
+def _records_by_hooks(model: Any) -> bool:
+    """Whether the model records ``hidden_states`` with output-capturing hooks (transformers 5)."""
+    recordable = getattr(type(model), "_can_record_outputs", None) or {}
+    return "hidden_states" in recordable
+
+
+class SSLExtractor(Extractor):
+    """All hidden states of a wav2vec 2.0 / HuBERT / WavLM model.
+
+    Parameters
+    ----------
+    model : str
+        Short name (see :data:`featcache.models.MODELS`; default ``"wav2vec_small"`` =
+        facebook/wav2vec2-base, the model of Pepino et al. 2021), a Hugging Face id
+        ``org/name`` or a local ``save_pretrained`` directory.
+    precision : {"fp32", "bf16", "fp16", "auto"}
+        See the module docstring. Default fp32.
+    device : {"auto", "cpu", "cuda"}
+        ``auto`` = CUDA when available. ``cuda:N`` is accepted too.
+    max_batch_frames : int
+        Bound on ``number of utterances x longest utterance`` (in frames) of one encoder
+        batch in :meth:`batch`; a longer utterance runs alone.
+
+    The config and the preprocessor config are read at construction (small files; a
+    :class:`~featcache.errors.ModelError` there when they cannot be had); the weights are
+    loaded on first use, and dropped when the extractor is pickled.
+
+    Raises
+    ------
+    ParameterError
+        Bad ``precision``, ``device`` or ``max_batch_frames``.
+    ModelError
+        Unknown model, or its config cannot be loaded.
+    """
+
+    name = "ssl"
+    dtype = np.dtype("float16")
+
+    def __init__(
+        self,
+        model: str = "wav2vec_small",
+        *,
+        precision: str = "fp32",
+        device: str = "auto",
+        max_batch_frames: int = DEFAULT_MAX_BATCH_FRAMES,
+    ) -> None:
+        if (
+            isinstance(max_batch_frames, bool)
+            or not isinstance(max_batch_frames, (int, np.integer))
+            or max_batch_frames < 1
+        ):
+            raise ParameterError("max_batch_frames", "a positive integer", max_batch_frames)
+        self._device = _resolve_device(device)
+        self.precision = _resolve_precision(precision, self._device)
+        self.max_batch_frames = int(max_batch_frames)
+        self.resolved: ResolvedModel = resolve_model(model)
+        self.store_name = self.resolved.store_name
+        self._config, self._feature_extractor = load_config(self.resolved)
+        cfg = self._config
+        for attr in ("conv_kernel", "conv_stride", "num_hidden_layers", "hidden_size"):
+            if not hasattr(cfg, attr):
+                raise ModelError(
+                    f"{self.resolved.source!r} (model_type {getattr(cfg, 'model_type', '?')!r}) "
+                    f"is not a wav2vec2-style model: its config has no {attr!r}"
+                )
+        self._kernels = [int(k) for k in cfg.conv_kernel]
+        self._strides = [int(s) for s in cfg.conv_stride]
+        self.sampling_rate = int(getattr(self._feature_extractor, "sampling_rate", 16000))
+        self.frame_rate = self.sampling_rate / float(math.prod(self._strides))
+        self.n_layers = int(cfg.num_hidden_layers) + 1
+        self.dim = int(cfg.hidden_size)
+        self.model_type = str(getattr(cfg, "model_type", ""))
+        self._identity = model_identity(self.resolved, cfg)
+        self._model: Any = None
+
+    # ------------------------------------------------------------------ metadata
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    def params(self) -> dict[str, Any]:
+        fe = self._feature_extractor
+        return {
+            "model": self._identity["model"],
+            "revision": self._identity["revision"],
+            "fingerprint": self._identity["fingerprint"],
+            "model_type": self.model_type,
+            "precision": self.precision,
+            "do_normalize": bool(getattr(fe, "do_normalize", False)),
+            "sampling_rate": int(self.sampling_rate),
+            "layers": "hidden_states",
+        }
+
+    def versions(self) -> dict[str, str]:
+        import torch
+        import transformers
+
+        return {"torch": torch.__version__, "transformers": transformers.__version__}
+
+    def min_samples(self) -> int:
+        """Receptive field of the CNN feature encoder, in samples (400 for wav2vec2)."""
+        n = 1
+        for k, s in zip(reversed(self._kernels), reversed(self._strides)):
+            n = (n - 1) * s + k
+        return n
+
+    def n_frames(self, n_samples: int) -> int:
+        """Number of output frames for ``n_samples`` input samples (0 if too short)."""
+        n = int(n_samples)
+        for k, s in zip(self._kernels, self._strides):
+            if n < k:
+                return 0
+            n = (n - k) // s + 1
+        return n
+
+    # ------------------------------------------------------------------ pickling
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_model"] = None
+        state["_device"] = str(self._device)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import torch
+
+        state = dict(state)
+        state["_device"] = torch.device(state["_device"])
+        self.__dict__.update(state)
+
+    # ------------------------------------------------------------------ running
+
+    def _get_model(self) -> Any:
+        if self._model is None:
+            with warnings.catch_warnings():
+                # a missing preprocessor_config.json was already reported at construction
+                warnings.filterwarnings("ignore", message=".*no preprocessor_config.json.*")
+                model, _ = load_model(self.resolved, device=self._device)
+            if model.config.num_hidden_layers + 1 != self.n_layers:  # pragma: no cover
+                raise ModelError(f"{self.resolved.source!r}: config changed while loading")
+            self._model = model
+        return self._model
+
+    def load(self) -> SSLExtractor:
+        """Load the weights now (they are otherwise loaded on first use)."""
+        self._get_model()
+        return self
+
+    def _prepare(self, signal: np.ndarray) -> np.ndarray:
+        x = np.asarray(signal)
+        if x.ndim != 1:
+            raise ParameterError("signal", "a 1-D mono waveform", f"array of shape {x.shape}")
+        x = x.astype(np.float32, copy=False)
+        need = self.min_samples()
+        if x.shape[0] < need:
+            raise AudioError(
+                "<signal>",
+                f"shorter than the model's receptive field ({need} samples = "
+                f"{1000.0 * need / self.sampling_rate:g} ms): {x.shape[0]} samples",
+            )
+        if not np.isfinite(x).all():
+            raise AudioError("<signal>", "contains NaN or infinite samples")
+        fe = self._feature_extractor
+        out = fe(x, sampling_rate=self.sampling_rate, return_tensors="np")
+        return np.ascontiguousarray(out["input_values"][0], dtype=np.float32)
+
+    def _run_context(self) -> contextlib.ExitStack:
+        import torch
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self.precision == "fp32":
+            if self._device.type == "cuda":
+                stack.enter_context(_no_tf32())
+        else:
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            stack.enter_context(torch.autocast(self._device.type, dtype=dtype))
+        return stack
+
+    def _to_device(self, x: np.ndarray) -> Any:
+        import torch
+
+        t = torch.from_numpy(x)
+        if self._device.type == "cuda":
+            return t.pin_memory().to(self._device, non_blocking=True)
+        return t
+
+    def _to_numpy(self, t: Any) -> np.ndarray:
+        import torch
+
+        t = t.detach().float()
+        if t.device.type == "cuda":
+            buf = torch.empty(t.shape, dtype=torch.float32, pin_memory=True)
+            buf.copy_(t, non_blocking=True)
+            torch.cuda.current_stream(t.device).synchronize()
+            return buf.numpy()
+        return t.contiguous().numpy()
+
+    def __call__(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
+        """Hidden states of one utterance, float32 array ``(n_layers, n_frames, dim)``."""
+        self._check_rate(sampling_rate)
+        return self._single(self._prepare(signal))
+
+    def _single(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        model = self._get_model()
+        with self._run_context():
+            xt = self._to_device(x)[None]
+            out = model(xt, output_hidden_states=True)
+            hs = torch.stack([h[0].float() for h in out.hidden_states])
+        return self._to_numpy(hs)
+
+    def _batchable(self) -> bool:
+        cfg = self._config
+        return self.model_type in _BATCHABLE_TYPES and not getattr(
+            cfg, "conv_pos_batch_norm", False
+        )
+
+    def batch(self, signals: list[np.ndarray], sampling_rate: int) -> list[np.ndarray]:
+        """Hidden states of several utterances, equal to calling the extractor on each.
+
+        Utterances are sorted by length and grouped so that ``len(group) x longest`` stays
+        within ``max_batch_frames``; per group the CNN runs per utterance and the
+        transformer encoder once on the padded frames (see the module docstring). Results
+        come back in input order. An unusable signal raises its
+        :class:`~featcache.errors.AudioError` before anything is computed.
+        """
+        self._check_rate(sampling_rate)
+        prepared = [self._prepare(s) for s in signals]
+        if not prepared:
+            return []
+        if not self._batchable():
+            return [self._single(x) for x in prepared]
+        frames = [self.n_frames(len(x)) for x in prepared]
+        results: list[np.ndarray | None] = [None] * len(prepared)
+        for group in self._groups(frames):
+            if len(group) == 1:
+                results[group[0]] = self._single(prepared[group[0]])
+                continue
+            for j, out in zip(group, self._encode_group([prepared[j] for j in group])):
+                results[j] = out
+        return results  # type: ignore[return-value]
+
+    def _groups(self, frames: list[int]) -> list[list[int]]:
+        """Indices sorted by frame count, cut so that ``len(group) * longest <= max_batch_frames``."""
+        groups: list[list[int]] = []
+        current: list[int] = []
+        for i in sorted(range(len(frames)), key=lambda k: frames[k]):
+            if current and (len(current) + 1) * frames[i] > self.max_batch_frames:
+                groups.append(current)
+                current = []
+            current.append(i)
+        if current:
+            groups.append(current)
+        return groups
+
+    def _encode_group(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        model = self._get_model()
+        layers = list(model.encoder.layers)
+        captured: list[Any] = []
+
+        def capture(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+            if module is layers[0] and not captured:
+                captured.append(args[0] if args else kwargs["hidden_states"])
+            captured.append(output[0] if isinstance(output, tuple) else output)
+
+        with self._run_context():
+            feats = []
+            for x in xs:
+                f = model.feature_extractor(self._to_device(x)[None]).transpose(1, 2)
+                p = model.feature_projection(f)
+                feats.append((p[0] if isinstance(p, tuple) else p)[0])
+            lengths = [int(f.shape[0]) for f in feats]
+            n_max = max(lengths)
+            padded = feats[0].new_zeros((len(feats), n_max, feats[0].shape[1]))
+            mask = torch.zeros((len(feats), n_max), dtype=torch.bool, device=padded.device)
+            for b, f in enumerate(feats):
+                padded[b, : lengths[b]] = f
+                mask[b, : lengths[b]] = True
+            if _records_by_hooks(model):
+                # transformers >= 5: hidden states are recorded by hooks on the encoder
+                # layers (input of layer 0, then each layer's output); do the same.
+                handles = [
+                    layer.register_forward_hook(capture, with_kwargs=True) for layer in layers
+                ]
+                try:
+                    with warnings.catch_warnings():
+                        # WavLM hands torch a bool key_padding_mask with a float position
+                        # bias; torch warns about the mix, the result is right.
+                        warnings.filterwarnings(
+                            "ignore", message=".*mismatched key_padding_mask and attn_mask.*"
+                        )
+                        model.encoder(padded, attention_mask=mask)
+                finally:
+                    for h in handles:
+                        h.remove()
+            else:  # transformers 4.x: the encoder returns them itself
+                out = model.encoder(
+                    padded, attention_mask=mask, output_hidden_states=True, return_dict=True
+                )
+                captured = list(out.hidden_states)
+            if len(captured) != self.n_layers:  # pragma: no cover - layerdrop / odd encoder
+                raise ModelError(
+                    f"{self.resolved.source!r}: captured {len(captured)} hidden states, "
+                    f"expected {self.n_layers}"
+                )
+            hs = torch.stack([h.float() for h in captured])  # (L, B, T, D)
+        arr = self._to_numpy(hs)
+        return [np.ascontiguousarray(arr[:, b, : lengths[b]]) for b in range(len(xs))]

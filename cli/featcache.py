@@ -39,6 +39,16 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def _quiet_transformers() -> None:
+    """featcache shows its own progress bar; transformers' weight-loading bars are noise."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ser-featcache")
 def main() -> None:
@@ -80,6 +90,7 @@ def extract(corpus, data_dir, model, features, cache_dir, precision, device, max
     from featcache.pipeline import build_extractors, extract as run_extract
 
     get_corpus(corpus)  # unknown corpus: clear error before anything else
+    _quiet_transformers()
     if data_dir is None:
         data_dir = default_data_dir(corpus)
         if not data_dir.exists():

@@ -1,0 +1,55 @@
+"""Fast torch-backed scikit-learn estimators for frame-level speech features.
+
+Stage 2 of the toolkit: models trained on the frames cached by :mod:`featcache`
+(wav2vec2 hidden states of all layers, MFCC, log-mel, eGeMAPS), following Pepino, Riera &
+Ferrer (Interspeech 2021): a trainable weighted average of the layers, per-frame dense
+layers, pooling over time and a linear output.
+
+Estimators: :class:`DenseClassifier`, :class:`LSTMClassifier`, :class:`CNNClassifier`,
+:class:`FusionClassifier`, :class:`DenseRegressor`, :class:`LSTMRegressor`. They accept a
+FeatureSet (anything with ``to_packed()``), a :class:`featcache.packed.Packed`, a list of
+ragged ``(n_frames, [n_layers,] dim)`` arrays, or numeric arrays of shape (n, dim),
+(n, n_frames, dim) or (n, n_frames, n_layers, dim).
+
+Also: :func:`ccc_score` / :data:`ccc_scorer` (concordance correlation coefficient),
+:func:`save_model` / :func:`load_model` (JSON + safetensors, no pickle), the callback
+classes :class:`Callback` / :class:`EarlyStopping`, and the errors in
+:mod:`estimators.errors`.
+
+Performance notes (CPU): frames stay in their stored dtype (float16 caches) and are
+converted per chunk inside the layer average (:mod:`estimators._ops`); batches are packed
+(no padding) and pooled with segment operations. A Dense epoch over 1440 utterances x
+~175 frames x 13 layers x 768 takes about 2.8 s on 2 idle cores. torch's OpenMP threads
+suffer badly when the cores are shared with other busy processes: there,
+``torch.set_num_threads(1)`` is often faster.
+"""
+
+from ._data import to_packed
+from ._training import Callback, EarlyStopping, EpochLogger
+from .classifiers import CNNClassifier, DenseClassifier, FusionClassifier, LSTMClassifier
+from .errors import EstimatorsError, InputError, ModelFileError, ParameterError, TargetError
+from .metrics import ccc_score, ccc_scorer
+from .persist import load_model, save_model
+from .regressors import DenseRegressor, LSTMRegressor
+
+__all__ = [
+    "DenseClassifier",
+    "LSTMClassifier",
+    "CNNClassifier",
+    "FusionClassifier",
+    "DenseRegressor",
+    "LSTMRegressor",
+    "ccc_score",
+    "ccc_scorer",
+    "save_model",
+    "load_model",
+    "to_packed",
+    "Callback",
+    "EarlyStopping",
+    "EpochLogger",
+    "EstimatorsError",
+    "InputError",
+    "ModelFileError",
+    "ParameterError",
+    "TargetError",
+]

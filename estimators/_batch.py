@@ -1,0 +1,238 @@
+"""Batches of utterances taken from a :class:`~featcache.packed.Packed` by index.
+
+Nothing is copied when a plan is made: the stored arrays are wrapped as torch tensors
+sharing their memory, and a batch only carries per-utterance row ranges. The frames are
+read (and converted to float32) by :func:`estimators._ops.mix_frames` inside the model.
+
+Frame alignment rules (computed once per plan):
+
+* stream ``k`` may have an integer multiple ``r_k`` of the frame rate of stream 0 (eGeMAPS
+  LLDs at 100 frames/s next to wav2vec2 at 50 frames/s: ``r = 2``); its frames are then
+  averaged in consecutive groups of ``r`` (a last incomplete group is averaged over the
+  frames it has);
+* every stream of an utterance is trimmed to the shortest (after that averaging);
+* ``max_frames`` keeps the first ``max_frames`` frames.
+
+A stream's lazy normalisation (``norm_shift``, ``norm_scale``, ``norm_group``; see
+:class:`featcache.packed.Stream`) travels with the batch and is applied as frames are read.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from featcache.packed import Packed
+
+from ._ops import Norm
+from .errors import InputError
+
+__all__ = ["StreamSlice", "Batch", "BatchPlan", "stream_ratios", "as_tensor"]
+
+
+def as_tensor(array: np.ndarray) -> torch.Tensor:
+    """A CPU tensor sharing memory with ``array`` (read-only arrays included)."""
+    a = array
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    with warnings.catch_warnings():
+        # torch warns about read-only arrays (memmaps...); frames are never written
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            return torch.from_numpy(a)
+        except ValueError:  # negative strides
+            return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def stream_ratios(packed: Packed) -> list[int]:
+    """How many frames of each stream make one frame of stream 0.
+
+    Parameters
+    ----------
+    packed : Packed
+
+    Returns
+    -------
+    list of int
+        1 for stream 0, for streams with the same or an unknown frame rate, else
+        ``frame_rate_k / frame_rate_0``, which must be an integer.
+    """
+    base = packed.streams[0].frame_rate
+    out = [1]
+    for k, s in enumerate(packed.streams[1:], start=1):
+        if base is None or s.frame_rate is None or float(s.frame_rate) == float(base):
+            out.append(1)
+            continue
+        r = float(s.frame_rate) / float(base)
+        if r < 1 or abs(r - round(r)) > 1e-6:
+            raise InputError(
+                f"stream {k} ({s.name!r}) has frame rate {s.frame_rate}, stream 0 "
+                f"({packed.streams[0].name!r}) has {base}: the rate of every stream must be an "
+                "integer multiple of the rate of stream 0"
+            )
+        out.append(int(round(r)))
+    return out
+
+
+@dataclass
+class StreamSlice:
+    """The frames of one stream for one batch.
+
+    Attributes
+    ----------
+    source : Tensor of shape (total_frames, n_layers, dim)
+        The whole stored stream (CPU), shared with the numpy data.
+    starts, counts : ndarray of shape (batch_size,), int64
+        First row and number of rows read for every utterance.
+    ratio : int
+        Frames averaged into one output frame.
+    raw_to_out : Tensor of shape (sum(counts),) or None
+        Output frame of every row read (when ``ratio > 1``).
+    out_counts : Tensor of shape (n_output_frames,) or None
+        Rows averaged into every output frame (when ``ratio > 1``).
+    norm : Norm or None
+        Lazy normalisation of the stream (``Stream.norm_*``).
+    groups : ndarray of shape (batch_size,) or None
+        Normalisation group of every utterance (with ``norm``).
+    """
+
+    source: torch.Tensor
+    starts: np.ndarray
+    counts: np.ndarray
+    ratio: int = 1
+    raw_to_out: torch.Tensor | None = None
+    out_counts: torch.Tensor | None = None
+    norm: Norm | None = None
+    groups: np.ndarray | None = None
+
+
+@dataclass
+class Batch:
+    """Utterances of one batch, packed (no padding).
+
+    Attributes
+    ----------
+    index : ndarray of shape (batch_size,)
+        Positions of the utterances in the plan's Packed.
+    streams : list of StreamSlice
+    lengths : Tensor of shape (batch_size,), int64
+        Output frames of every utterance (the same for every stream).
+    offsets : Tensor of shape (batch_size + 1,), int64
+        First output frame of every utterance, then the total.
+    seg_ids : Tensor of shape (total_frames,), int64
+        Utterance of every output frame.
+    ids : ndarray of shape (batch_size,) or None
+        Utterance ids (for error messages).
+    """
+
+    index: np.ndarray
+    streams: list[StreamSlice]
+    lengths: torch.Tensor
+    offsets: torch.Tensor
+    seg_ids: torch.Tensor
+    ids: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def describe_utterances(self, limit: int = 5) -> str:
+        """Ids (or positions) of the first utterances, for messages."""
+        names = self.ids if self.ids is not None else self.index
+        shown = ", ".join(str(x) for x in list(names[:limit]))
+        return f"[{shown}{', ...' if len(names) > limit else ''}]"
+
+
+class BatchPlan:
+    """Index-based batches over a Packed for one model's frame rules.
+
+    Parameters
+    ----------
+    packed : Packed
+        The utterances (shared, never copied).
+    ratios : list of int
+        Per-stream frame-rate ratios to stream 0 (see :func:`stream_ratios`).
+    max_frames : int or None
+        Keep at most the first ``max_frames`` output frames of every utterance.
+    device : torch.device
+        Where the index tensors of the batches are put.
+    """
+
+    def __init__(self, packed: Packed, ratios: list[int], max_frames: int | None, device: torch.device) -> None:
+        self.packed = packed
+        self.ratios = list(ratios)
+        self.device = device
+        self.sources = [as_tensor(s.data) for s in packed.streams]
+        self.norms = [
+            None if s.norm_group is None else Norm.from_arrays(s.norm_shift, s.norm_scale)
+            for s in packed.streams
+        ]
+        self.groups = [None if s.norm_group is None else np.asarray(s.norm_group, np.int64) for s in packed.streams]
+        self.starts = [np.asarray(s.starts, dtype=np.int64) for s in packed.streams]
+        lens = [np.asarray(s.lengths, dtype=np.int64) for s in packed.streams]
+        out = np.min([-(-lk // r) for lk, r in zip(lens, self.ratios)], axis=0)
+        if max_frames is not None:
+            out = np.minimum(out, int(max_frames))
+        self.out_lengths = out.astype(np.int64)
+        self.counts = [np.minimum(lk, self.out_lengths * r) for lk, r in zip(lens, self.ratios)]
+
+    def __len__(self) -> int:
+        return len(self.out_lengths)
+
+    def batch(self, index: np.ndarray) -> Batch:
+        """The batch of the utterances at ``index`` (positions in the Packed)."""
+        idx = np.asarray(index, dtype=np.int64)
+        dev = self.device
+        lengths_np = self.out_lengths[idx]
+        offsets_np = np.concatenate([[0], np.cumsum(lengths_np)]).astype(np.int64)
+        total = int(offsets_np[-1])
+        streams = []
+        for k, source in enumerate(self.sources):
+            starts = self.starts[k][idx]
+            counts = self.counts[k][idx]
+            r = self.ratios[k]
+            raw_to_out = out_counts = None
+            if r > 1:
+                raw_off = np.concatenate([[0], np.cumsum(counts)])
+                local = np.arange(int(raw_off[-1])) - np.repeat(raw_off[:-1], counts)
+                r2o = np.repeat(offsets_np[:-1], counts) + local // r
+                raw_to_out = torch.from_numpy(r2o).to(dev)
+                out_counts = torch.from_numpy(np.bincount(r2o, minlength=total).astype(np.float32)).to(dev)
+            groups = None if self.groups[k] is None else self.groups[k][idx]
+            streams.append(StreamSlice(source, starts, counts, r, raw_to_out, out_counts, self.norms[k], groups))
+        lengths = torch.from_numpy(lengths_np).to(dev)
+        offsets = torch.from_numpy(offsets_np).to(dev)
+        seg_ids = torch.repeat_interleave(torch.arange(len(idx), device=dev), lengths)
+        ids = None if self.packed.ids is None else np.asarray(self.packed.ids)[idx]
+        return Batch(idx, streams, lengths, offsets, seg_ids, ids)
+
+    def iter_batches(
+        self,
+        index: np.ndarray,
+        batch_size: int,
+        rng: np.random.Generator | None = None,
+        merge_singleton: bool = False,
+    ) -> Iterator[Batch]:
+        """Batches of ``batch_size`` utterances of ``index``.
+
+        Parameters
+        ----------
+        index : ndarray of shape (n,)
+        batch_size : int
+        rng : Generator or None
+            Shuffle ``index`` first when given.
+        merge_singleton : bool
+            Append a last batch of one utterance to the previous batch (batch
+            normalisation and the CCC loss need two or more).
+        """
+        index = np.asarray(index, dtype=np.int64)
+        if rng is not None:
+            index = index[rng.permutation(len(index))]
+        bounds = list(range(0, len(index), batch_size)) + [len(index)]
+        if merge_singleton and len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+            del bounds[-2]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            yield self.batch(index[a:b])

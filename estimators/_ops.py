@@ -1,0 +1,230 @@
+"""Low-level torch operations on packed frames (no padding anywhere).
+
+The expensive step of an all-layers model is reading the frames: a batch of 32 utterances
+x ~185 frames x 13 layers x 768 dims is ~120 MB of float16. :func:`mix_frames` computes
+the layer-weighted average ``f = sum_l w_l x_l`` straight from the (float16 or float32)
+stored array, in chunks of at most :data:`CHUNK_FRAMES` frames converted to float32 in a
+small reused buffer (it stays in cache; converting a whole batch at once is several times
+slower on CPU because of page faults). The backward pass re-reads the chunks to get
+``dL/dw_l = sum_{frames, d} x[f, l, d] * g[f, d]``; nothing of the size of the input is
+kept between forward and backward.
+
+Lazy normalisation (``Stream.norm_shift/norm_scale/norm_group``, see
+:mod:`featcache.packed`) is applied to every chunk after conversion:
+``x' = (x - shift[g]) / scale[g]``; the backward pass uses
+``sum_fd x' g = sum_d inv[l,d] (sum_f x g)[l,d] - sum_d (shift inv)[l,d] (sum_f g)[d]``.
+
+On CUDA devices the frames are gathered on the host, moved, converted and normalised on
+the device and combined with plain differentiable torch operations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["CHUNK_FRAMES", "Norm", "mix_frames", "segment_pool"]
+
+CHUNK_FRAMES = 128
+
+
+@dataclass
+class Norm:
+    """Per-group normalisation of a stream, as float32 tensors of shape (n_groups, n_layers, dim).
+
+    ``x' = (x - shift[g]) * inv[g] = x * inv[g] + neg_shift_inv[g]``.
+    """
+
+    shift: torch.Tensor
+    inv: torch.Tensor
+    neg_shift_inv: torch.Tensor
+
+    @classmethod
+    def from_arrays(cls, shift: np.ndarray, scale: np.ndarray) -> "Norm":
+        shift64 = np.asarray(shift, dtype=np.float64)
+        inv64 = 1.0 / np.asarray(scale, dtype=np.float64)
+        return cls(
+            torch.from_numpy(shift64.astype(np.float32)),
+            torch.from_numpy(inv64.astype(np.float32)),
+            torch.from_numpy((-shift64 * inv64).astype(np.float32)),
+        )
+
+
+def _chunks(starts: np.ndarray, counts: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(source row, output row, n_rows, utterance) pieces of at most CHUNK_FRAMES rows."""
+    out = []
+    o = 0
+    for b, (s, c) in enumerate(zip(starts.tolist(), counts.tolist())):
+        for k in range(0, c, CHUNK_FRAMES):
+            out.append((s + k, o + k, min(CHUNK_FRAMES, c - k), b))
+        o += c
+    return out
+
+
+class _MixLayersCPU(torch.autograd.Function):
+    """out[f] = sum_l w[l] * norm(source[row(f), l])  (CPU, chunked, float32 output)."""
+
+    @staticmethod
+    def forward(ctx, weights, source, starts, counts, norm, groups):  # type: ignore[override]
+        n_layers, dim = source.shape[1], source.shape[2]
+        out = torch.empty(int(counts.sum()), dim, dtype=torch.float32)
+        pieces = _chunks(starts, counts)
+        w = weights.detach().to(torch.float32)
+        direct = source.dtype == torch.float32 and norm is None
+        buf = None if direct else torch.empty(CHUNK_FRAMES * n_layers * dim, dtype=torch.float32)
+        grp = None if norm is None else groups.tolist()
+        with torch.autocast("cpu", enabled=False):
+            for s, o, m, b in pieces:
+                x = source[s : s + m]
+                if not direct:
+                    t = buf[: m * n_layers * dim].view(m, n_layers, dim)
+                    t.copy_(x)
+                    if norm is not None:
+                        g = grp[b]
+                        torch.addcmul(norm.neg_shift_inv[g], t, norm.inv[g], out=t)
+                    x = t
+                torch.matmul(w, x, out=out[o : o + m])
+        ctx.source = source
+        ctx.pieces = pieces
+        ctx.norm = norm
+        ctx.groups = grp
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        source, norm, grp = ctx.source, ctx.norm, ctx.groups
+        n_layers, dim = source.shape[1], source.shape[2]
+        grad_w = None
+        if ctx.needs_input_grad[0]:
+            g = grad_out.to(torch.float32).contiguous()
+            tmp = torch.empty(CHUNK_FRAMES * n_layers * dim, dtype=torch.float32)
+            part = torch.empty(n_layers, dim, dtype=torch.float32)
+            acc = torch.zeros(n_layers, dim, dtype=torch.float64)
+            with torch.autocast("cpu", enabled=False):
+                for s, o, m, b in ctx.pieces:
+                    t = tmp[: m * n_layers * dim].view(m, n_layers, dim)
+                    x = source[s : s + m]
+                    if x.dtype == torch.float64:
+                        x = x.to(torch.float32)
+                    gc = g[o : o + m]
+                    torch.mul(x, gc.unsqueeze(1), out=t)
+                    # reducing over the leading axis streams; sum((0, 2)) is much slower
+                    torch.sum(t, dim=0, out=part)
+                    if norm is None:
+                        acc += part
+                    else:
+                        k = grp[b]
+                        acc += part * norm.inv[k] + gc.sum(0) * norm.neg_shift_inv[k]
+            grad_w = acc.sum(dim=1).to(torch.float32)
+        ctx.source = ctx.norm = None
+        return grad_w, None, None, None, None, None
+
+
+def _gather_rows(source: torch.Tensor, starts: np.ndarray, counts: np.ndarray) -> torch.Tensor:
+    """Rows of ``source`` (T, L, D) for the segments, concatenated: (sum counts, L, D)."""
+    if len(starts) == 1:
+        s = int(starts[0])
+        return source[s : s + int(counts[0])]
+    rows = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(
+        int(counts.sum())
+    )
+    return source[torch.from_numpy(rows)]
+
+
+def _normalize(x: torch.Tensor, norm: Norm, groups: np.ndarray, counts: np.ndarray) -> torch.Tensor:
+    """Normalise gathered frames x (F, L, D) float32 (any device)."""
+    frame_groups = torch.from_numpy(np.repeat(groups, counts)).to(x.device)
+    shift = norm.shift.to(x.device)[frame_groups]
+    inv = norm.inv.to(x.device)[frame_groups]
+    return (x - shift) * inv
+
+
+def mix_frames(
+    weights: torch.Tensor | None,
+    source: torch.Tensor,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    device: torch.device,
+    norm: Norm | None = None,
+    groups: np.ndarray | None = None,
+    chunked: bool | None = None,
+) -> torch.Tensor:
+    """Combine the (normalised) layers of the selected frames.
+
+    Parameters
+    ----------
+    weights : Tensor of shape (n_layers,) or None
+        Normalised layer weights (None: ``source`` must have one layer, which is taken).
+    source : Tensor of shape (total_frames, n_layers, dim)
+        The whole stored stream (CPU, float16/32/64), shared with the numpy array.
+    starts, counts : ndarray of shape (n_utterances,)
+        First row and number of rows of every utterance of the batch.
+    device : torch.device
+        Where the result goes.
+    norm : Norm or None
+        Lazy normalisation of the stream.
+    groups : ndarray of shape (n_utterances,) or None
+        Normalisation group of every utterance (with ``norm``).
+    chunked : bool or None
+        Use the chunked CPU kernel (None: on CPU); False gathers the frames and uses
+        plain torch operations (what CUDA devices do).
+
+    Returns
+    -------
+    Tensor of shape (sum(counts), dim), float32, on ``device``
+        Differentiable with respect to ``weights``.
+    """
+    if chunked is None:
+        chunked = device.type == "cpu"
+    if weights is not None and chunked:
+        return _MixLayersCPU.apply(weights, source, starts, counts, norm, groups)
+    if weights is None and source.shape[1] != 1:
+        raise ValueError("mix_frames without weights needs a single-layer source")
+    x = _gather_rows(source, starts, counts)
+    if device.type == "cuda":
+        x = x.pin_memory()
+    x = x.to(device=device, non_blocking=True).to(torch.float32)
+    if norm is not None:
+        x = _normalize(x, norm, groups, counts)
+    if weights is None:
+        return x[:, 0]
+    return torch.matmul(weights.to(torch.float32), x)
+
+
+def segment_pool(
+    h: torch.Tensor,
+    seg_ids: torch.Tensor,
+    offsets: torch.Tensor,
+    lengths: torch.Tensor,
+    mode: str,
+) -> torch.Tensor:
+    """Pool packed frames per utterance.
+
+    Parameters
+    ----------
+    h : Tensor of shape (total_frames, n_features)
+    seg_ids : Tensor of shape (total_frames,)
+        Utterance (0..n_utterances-1) of every frame, non-decreasing.
+    offsets : Tensor of shape (n_utterances + 1,)
+        First frame of every utterance, then ``total_frames``.
+    lengths : Tensor of shape (n_utterances,)
+    mode : {"mean", "max", "first", "last"}
+
+    Returns
+    -------
+    Tensor of shape (n_utterances, n_features)
+    """
+    n = len(lengths)
+    if mode == "mean":
+        out = h.new_zeros(n, h.shape[1]).index_add_(0, seg_ids, h)
+        return out / lengths.to(h.dtype).unsqueeze(1)
+    if mode == "max":
+        idx = seg_ids.unsqueeze(1).expand(-1, h.shape[1])
+        return h.new_zeros(n, h.shape[1]).scatter_reduce(0, idx, h, reduce="amax", include_self=False)
+    if mode == "first":
+        return h[offsets[:-1]]
+    if mode == "last":
+        return h[offsets[1:] - 1]
+    raise ValueError(f"unknown pooling {mode!r}")

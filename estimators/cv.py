@@ -1,0 +1,381 @@
+"""Cross-validation by speaker: split specs, registered protocols and hyper-parameter grids.
+
+Split specs (``estimators fit --cv SPEC``)
+------------------------------------------
+* ``groupkfold:K`` -- :class:`sklearn.model_selection.GroupKFold` with ``K`` folds, the
+  groups being the speakers (every speaker is in exactly one test fold);
+* ``logo`` -- :class:`sklearn.model_selection.LeaveOneGroupOut`: one fold per speaker;
+* a name registered in :data:`PROTOCOLS` (corpus-specific protocols, e.g. a fixed
+  train/test speaker list).
+
+:func:`make_cv` turns a spec into a list of ``(train_index, test_index)`` pairs.
+
+Grids (``--grid "hidden=64,128;lr=1e-3,3e-4"``)
+-----------------------------------------------
+:func:`parse_grid` turns the short form into a scikit-learn parameter grid (a dict of
+lists) with the estimator's parameter names; see :data:`GRID_NAMES`.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
+
+from .errors import ParameterError
+
+__all__ = ["PROTOCOLS", "make_cv", "describe_cv_forms", "inner_cv", "parse_grid", "GRID_NAMES", "run_folds", "FoldResult"]
+
+#: Registered evaluation protocols, name -> either a split spec string (``"groupkfold:5"``,
+#: ``"logo"``) or a callable ``f(groups, y)`` returning an iterable of
+#: ``(train_index, test_index)`` pairs or a scikit-learn splitter (an object with
+#: ``split(X, y, groups)``). Filled elsewhere (corpus protocols).
+PROTOCOLS: dict[str, str | Callable[..., Any]] = {}
+
+_GROUPKFOLD = re.compile(r"groupkfold:(\d+)")
+
+
+def describe_cv_forms() -> str:
+    """The allowed forms of a split spec, for error messages and help texts."""
+    forms = "'groupkfold:K' (K >= 2 folds by speaker), 'logo' (leave one speaker out)"
+    if PROTOCOLS:
+        forms += " or a registered protocol (" + ", ".join(sorted(PROTOCOLS)) + ")"
+    else:
+        forms += " or a registered protocol name (none registered)"
+    return forms
+
+
+def make_cv(spec: str, groups: Iterable, y: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Outer cross-validation splits by speaker.
+
+    Parameters
+    ----------
+    spec : str
+        ``groupkfold:K``, ``logo`` or a name in :data:`PROTOCOLS`.
+    groups : array-like of shape (n_utterances,)
+        Speaker of every utterance.
+    y : ndarray, optional
+        Targets, passed to registered protocols that want them.
+
+    Returns
+    -------
+    list of (train_index, test_index)
+        Integer positions; every split has a non-empty train and test part.
+
+    Raises
+    ------
+    ParameterError
+        Unknown spec (the message lists the allowed forms), ``K < 2``, or more folds than
+        speakers.
+    """
+    groups = np.asarray(list(groups) if not isinstance(groups, np.ndarray) else groups).astype(str)
+    n_speakers = len(np.unique(groups))
+    text = spec.strip() if isinstance(spec, str) else spec
+    if not isinstance(text, str) or not text:
+        raise ParameterError("cv", describe_cv_forms(), spec)
+    if text in PROTOCOLS:
+        proto = PROTOCOLS[text]
+        if isinstance(proto, str):
+            if proto in PROTOCOLS:
+                raise ParameterError("cv", "a protocol that does not name another protocol", proto)
+            return make_cv(proto, groups, y)
+        out = proto(groups, y)
+        if hasattr(out, "split"):
+            out = out.split(np.zeros(len(groups)), y, groups)
+        splits = [(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)) for a, b in out]
+        return _checked(splits, text)
+    low = text.lower()
+    m = _GROUPKFOLD.fullmatch(low)
+    if m:
+        k = int(m.group(1))
+        if k < 2:
+            raise ParameterError("cv", "groupkfold:K with K >= 2", spec)
+        if k > n_speakers:
+            raise ParameterError("cv", f"groupkfold:K with K <= the number of speakers ({n_speakers})", spec)
+        splitter = GroupKFold(n_splits=k)
+    elif low == "logo":
+        if n_speakers < 2:
+            raise ParameterError("cv", "'logo' with at least 2 speakers", f"{spec} ({n_speakers} speaker)")
+        splitter = LeaveOneGroupOut()
+    else:
+        raise ParameterError("cv", describe_cv_forms(), spec)
+    splits = [(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)) for a, b in splitter.split(np.zeros(len(groups)), None, groups)]
+    return _checked(splits, text)
+
+
+def _checked(splits: list[tuple[np.ndarray, np.ndarray]], spec: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    if not splits:
+        raise ParameterError("cv", "a protocol that yields at least one split", f"{spec} (no split)")
+    for i, (a, b) in enumerate(splits):
+        if len(a) == 0 or len(b) == 0:
+            raise ParameterError("cv", "splits with non-empty train and test parts", f"{spec} (split {i})")
+    return splits
+
+
+def inner_cv(groups: np.ndarray, n_splits: int = 3) -> GroupKFold:
+    """Inner (grid-search) GroupKFold by speaker: ``min(n_splits, speakers)`` folds.
+
+    Raises
+    ------
+    ParameterError
+        When the training part has fewer than 2 speakers.
+    """
+    n = len(np.unique(np.asarray(groups).astype(str)))
+    if n < 2:
+        raise ParameterError("grid", "training folds with at least 2 speakers (inner GroupKFold by speaker)", f"{n} speaker")
+    return GroupKFold(n_splits=min(n_splits, n))
+
+
+#: Short grid names -> estimator parameter names (``hidden`` gives two layers ``(h, h)``).
+GRID_NAMES: dict[str, str] = {
+    "hidden": "hidden_sizes",
+    "hidden_sizes": "hidden_sizes",
+    "lr": "lr",
+    "dropout": "dropout",
+    "batch": "batch_size",
+    "batch_size": "batch_size",
+    "pooling": "pooling",
+    "layer_weighting": "layer_weighting",
+    "max_frames": "max_frames",
+}
+
+
+def _scalar(text: str) -> Any:
+    t = text.strip()
+    if t.lower() == "none":
+        return None
+    try:
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        return float(t)
+    except ValueError:
+        return t
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    """``64`` -> (64, 64); ``128x64`` -> (128, 64)."""
+    parts = [p for p in re.split(r"[x/]", text.strip().lower()) if p]
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        sizes = ()
+    if not sizes or any(s < 1 for s in sizes):
+        raise ParameterError("grid hidden", "positive integers: H (two layers of H) or AxB", text)
+    return sizes * 2 if len(sizes) == 1 else sizes
+
+
+def parse_grid(text: str, prefix: str = "") -> dict[str, list]:
+    """Parse ``"hidden=64,128;lr=1e-3,3e-4"`` into a scikit-learn parameter grid.
+
+    Parameters
+    ----------
+    text : str
+        ``NAME=V1,V2,...`` items joined by ``;``. Names: see :data:`GRID_NAMES`
+        (``hidden=64`` means ``hidden_sizes=(64, 64)``; ``128x64`` gives ``(128, 64)``);
+        ``none`` is None; numbers are parsed as int, then float.
+    prefix : str
+        Prepended to every parameter name (``"est__"`` for a Pipeline step).
+
+    Returns
+    -------
+    dict of str to list
+
+    Raises
+    ------
+    ParameterError
+        Malformed items, unknown names or empty value lists.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ParameterError("grid", "'NAME=V1,V2;NAME=...' (e.g. 'hidden=64,128;lr=1e-3,3e-4')", text)
+    grid: dict[str, list] = {}
+    for item in text.split(";"):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise ParameterError("grid", "items of the form NAME=V1,V2,... separated by ';'", item)
+        name, _, values = item.partition("=")
+        name = name.strip().lower()
+        if name not in GRID_NAMES:
+            raise ParameterError("grid name", f"one of {', '.join(GRID_NAMES)}", name)
+        vals = [v for v in values.split(",") if v.strip()]
+        if not vals:
+            raise ParameterError(f"grid {name}", "at least one value", values)
+        key = GRID_NAMES[name]
+        if key == "hidden_sizes":
+            parsed = [_hidden(v) for v in vals]
+        else:
+            parsed = [_scalar(v) for v in vals]
+        if key in ("lr", "dropout") and not all(isinstance(v, (int, float)) for v in parsed):
+            raise ParameterError(f"grid {name}", "numbers", values)
+        if key == "batch_size" and not all(isinstance(v, int) and v > 0 for v in parsed):
+            raise ParameterError(f"grid {name}", "positive integers", values)
+        if key == "max_frames" and not all(v is None or (isinstance(v, int) and v > 0) for v in parsed):
+            raise ParameterError(f"grid {name}", "positive integers or none", values)
+        if key in ("lr", "dropout"):
+            parsed = [float(v) for v in parsed]
+        grid[prefix + key] = parsed
+    if not grid:
+        raise ParameterError("grid", "at least one NAME=V1,V2 item", text)
+    return grid
+
+
+# --------------------------------------------------------------------------- running folds x seeds
+
+
+class FoldResult:
+    """What one (seed, fold) fit left: test positions, predictions, chosen parameters.
+
+    Attributes
+    ----------
+    seed, fold : int
+    test_index : ndarray of int
+        Positions in ``X`` of the test utterances.
+    y_pred : ndarray
+        Predictions for ``test_index`` (labels, or regression outputs).
+    best_params : dict or None
+        Parameters chosen by the grid search (estimator names, without the Pipeline prefix).
+    layer_weights : list of float or None
+        Normalised layer weights of the fitted estimator (stream 0, when it has layers).
+    best_epoch, n_epochs : int or None
+    n_train : int
+    pipeline : fitted Pipeline (only with ``keep_pipeline=True``)
+    """
+
+    def __init__(self, seed, fold, test_index, y_pred, best_params, layer_weights, best_epoch, n_epochs, n_train, pipeline=None):
+        self.seed = seed
+        self.fold = fold
+        self.test_index = test_index
+        self.y_pred = y_pred
+        self.best_params = best_params
+        self.layer_weights = layer_weights
+        self.best_epoch = best_epoch
+        self.n_epochs = n_epochs
+        self.n_train = n_train
+        self.pipeline = pipeline
+
+
+def _strip(params: dict) -> dict:
+    out = {}
+    for k, v in params.items():
+        k = k.split("__", 1)[1] if "__" in k else k
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _one_fold(make_pipeline, X, y, groups, train, test, seed, fold, param_grid, task, grid_jobs, keep_pipeline):
+    pipe = make_pipeline(seed)
+    best_params = None
+    if param_grid:
+        from sklearn.model_selection import GridSearchCV
+
+        if task == "classification":
+            scoring = "balanced_accuracy"
+        else:
+            from .metrics import ccc_scorer
+
+            scoring = ccc_scorer
+        search = GridSearchCV(pipe, param_grid, scoring=scoring, cv=inner_cv(groups[train]), n_jobs=grid_jobs, refit=True, error_score="raise")
+        search.fit(X[train], y[train], groups=groups[train])
+        pipe = search.best_estimator_
+        best_params = _strip(search.best_params_)
+    else:
+        pipe.fit(X[train], y[train])
+    est = pipe.named_steps["est"] if hasattr(pipe, "named_steps") else pipe
+    y_pred = pipe.predict(X[test]) if len(test) else np.asarray([])
+    lw = getattr(est, "layer_weights_", None)
+    return FoldResult(
+        seed, fold, np.asarray(test), np.asarray(y_pred), best_params,
+        None if lw is None else [float(v) for v in np.ravel(lw)],
+        getattr(est, "best_epoch_", None), getattr(est, "n_epochs_", None), len(train),
+        pipe if keep_pipeline else None,
+    )
+
+
+def run_folds(
+    make_pipeline: Callable[[int], Any],
+    X: Any,
+    y: np.ndarray,
+    groups: np.ndarray,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    seeds: list[int],
+    *,
+    param_grid: dict | None = None,
+    task: str = "classification",
+    n_jobs: int = 1,
+    progress: bool = True,
+    keep_pipeline: bool = False,
+) -> list[FoldResult]:
+    """Fit and test ``make_pipeline(seed)`` on every split, for every seed.
+
+    Parameters
+    ----------
+    make_pipeline : callable
+        ``seed -> unfitted estimator`` (a Pipeline ``norm`` + ``est``).
+    X : FeatureSet or anything indexable by integer arrays
+    y : ndarray
+    groups : ndarray
+        Speakers (inner grid-search folds are by speaker).
+    splits : list of (train, test)
+    seeds : list of int
+    param_grid : dict, optional
+        Grid (Pipeline names, ``est__...``): a :class:`~sklearn.model_selection.GridSearchCV`
+        with an inner GroupKFold by speaker (:func:`inner_cv`) runs on each training fold,
+        scored by balanced accuracy (classification) or CCC (regression).
+    n_jobs : int
+        With several folds x seeds they run in parallel (joblib); with one, the grid
+        points do.
+    progress : bool
+        A tqdm bar over folds x seeds (on stderr).
+
+    Returns
+    -------
+    list of FoldResult
+        Ordered by seed, then fold.
+    """
+    from tqdm.auto import tqdm
+
+    groups = np.asarray(groups)
+    y = np.asarray(y)
+    tasks = [(s, f, tr, te) for s in seeds for f, (tr, te) in enumerate(splits)]
+    outer_parallel = n_jobs not in (0, 1, None) and len(tasks) > 1
+    grid_jobs = 1 if outer_parallel else n_jobs
+    bar = tqdm(total=len(tasks), desc="folds x seeds", unit="fit", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    results: list[FoldResult] = []
+    # the same warning from every fit (e.g. a one-speaker inner training fold) is shown once
+    caught_cm = warnings.catch_warnings(record=True)
+    caught = caught_cm.__enter__()
+    warnings.simplefilter("always")
+    try:
+        if outer_parallel:
+            from joblib import Parallel, delayed
+
+            gen = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+                delayed(_one_fold)(make_pipeline, X, y, groups, tr, te, s, f, param_grid, task, 1, keep_pipeline)
+                for s, f, tr, te in tasks
+            )
+            for r in gen:
+                results.append(r)
+                bar.update(1)
+        else:
+            for s, f, tr, te in tasks:
+                bar.set_postfix_str(f"seed {s} fold {f}", refresh=False)
+                results.append(_one_fold(make_pipeline, X, y, groups, tr, te, s, f, param_grid, task, grid_jobs, keep_pipeline))
+                bar.update(1)
+    finally:
+        bar.close()
+        caught_cm.__exit__(None, None, None)
+        seen = set()
+        for w in caught:
+            key = (w.category, str(w.message))
+            if key not in seen:
+                seen.add(key)
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    results.sort(key=lambda r: (r.seed, r.fold))
+    return results

@@ -1,0 +1,292 @@
+"""Saving and loading fitted estimators without pickle.
+
+A model directory holds
+
+* ``model.json`` -- format name and version, estimator class, ``get_params()``,
+  ``classes_``, the JSON-able fitted attributes (shapes, history, layer weights, target
+  scaling...), ``feature_info_``, the module configuration, the SHA-256 of the weights
+  file, library versions and the caller's ``extra`` dict;
+* ``weights.safetensors`` -- the module's ``state_dict`` (float32 tensors).
+
+:func:`load_model` rebuilds the module from its configuration and loads the tensors; it
+never unpickles anything. Any problem (missing or truncated file, bad JSON, unknown
+format/version/class, checksum mismatch, missing/unexpected/wrongly shaped tensors) raises
+:class:`estimators.errors.ModelFileError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sklearn
+import torch
+from sklearn.utils.validation import check_is_fitted
+
+from ._modules import build_module
+from .classifiers import CNNClassifier, DenseClassifier, FusionClassifier, LSTMClassifier
+from .errors import EstimatorsError, ModelFileError
+from .regressors import DenseRegressor, LSTMRegressor
+
+__all__ = ["save_model", "load_model", "read_model_info", "FORMAT_NAME", "FORMAT_VERSION"]
+
+FORMAT_NAME = "estimators.model"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+ESTIMATOR_CLASSES = {
+    cls.__name__: cls
+    for cls in (DenseClassifier, LSTMClassifier, CNNClassifier, FusionClassifier, DenseRegressor, LSTMRegressor)
+}
+
+# fitted attributes written to model.json; arrays are stored as (list, dtype)
+_SCALAR_ATTRS = (
+    "n_features_in_",
+    "n_layers_in_",
+    "input_shapes_",
+    "stream_ratios_",
+    "history_",
+    "best_epoch_",
+    "n_epochs_",
+    "n_outputs_",
+    "y_ndim_",
+)
+_ARRAY_ATTRS = ("layer_weights_", "y_mean_", "y_scale_", "validation_index_")
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types from numpy/tuples; raise TypeError for anything else."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    raise TypeError(f"{type(value).__name__} is not JSON-able")
+
+
+def _params_json(estimator: Any) -> tuple[dict, list[str]]:
+    params, dropped = {}, []
+    for name, value in estimator.get_params(deep=False).items():
+        try:
+            params[name] = _jsonable(value)
+        except TypeError:
+            params[name] = None
+            dropped.append(name)
+    return params, dropped
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_model(estimator: Any, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write a fitted estimator to ``directory`` (created if needed).
+
+    Parameters
+    ----------
+    estimator : fitted estimator of :mod:`estimators`
+    directory : str or path
+    extra : dict or None
+        JSON-able information stored with the model (e.g. corpus, feature spec, fold).
+
+    Returns
+    -------
+    Path
+        The directory.
+
+    Raises
+    ------
+    EstimatorsError
+        When ``estimator`` is not one of the package's classes, or ``classes_``/``extra``
+        cannot be written as JSON. Parameters that cannot (``callbacks``, a
+        ``RandomState``) are stored as None and listed under ``dropped_params``.
+    """
+    name = type(estimator).__name__
+    if ESTIMATOR_CLASSES.get(name) is not type(estimator):
+        raise EstimatorsError(f"save_model supports {sorted(ESTIMATOR_CLASSES)}; got {name}")
+    check_is_fitted(estimator, "module_")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in estimator.module_.state_dict().items()}
+    weights = save(tensors, metadata={"format": FORMAT_NAME})
+
+    params, dropped = _params_json(estimator)
+    fitted: dict[str, Any] = {}
+    for attr in _SCALAR_ATTRS:
+        if hasattr(estimator, attr):
+            fitted[attr] = _jsonable(getattr(estimator, attr))
+    for attr in _ARRAY_ATTRS:
+        if hasattr(estimator, attr):
+            value = getattr(estimator, attr)
+            fitted[attr] = None if value is None else {"values": _jsonable(value), "dtype": str(value.dtype)}
+    doc: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "class": name,
+        "params": params,
+        "dropped_params": dropped,
+        "fitted": fitted,
+        "module_config": estimator.module_config_,
+        "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(weights)},
+        "versions": {"torch": torch.__version__, "sklearn": sklearn.__version__},
+    }
+    try:
+        if hasattr(estimator, "classes_"):
+            classes = estimator.classes_
+            doc["classes"] = {"values": _jsonable(classes), "dtype": str(classes.dtype)}
+        doc["extra"] = _jsonable(extra) if extra is not None else None
+    except TypeError as exc:
+        raise EstimatorsError(f"cannot save {name}: classes_/extra not JSON-able ({exc})") from exc
+    try:
+        doc["feature_info"] = _jsonable(estimator.feature_info_)
+    except TypeError:
+        doc["feature_info"] = {"repr": repr(estimator.feature_info_)}
+    _write_atomic(directory / WEIGHTS_FILE, weights)
+    _write_atomic(directory / MODEL_FILE, json.dumps(doc, indent=1).encode("utf-8"))
+    return directory
+
+
+def read_model_info(directory: str | os.PathLike) -> dict:
+    """Parse and check ``model.json`` of a model directory (no weights loaded).
+
+    Returns
+    -------
+    dict
+        The document (``class``, ``params``, ``fitted``, ``extra``...).
+
+    Raises
+    ------
+    ModelFileError
+    """
+    path = Path(directory) / MODEL_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ModelFileError(f"{path}: missing (not a model directory?)") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: cannot be read ({exc})") from exc
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: invalid JSON ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{path}: not an {FORMAT_NAME} file")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: format version {doc.get('format_version')!r} is not supported (this "
+            f"library reads version {FORMAT_VERSION})"
+        )
+    if doc.get("class") not in ESTIMATOR_CLASSES:
+        raise ModelFileError(f"{path}: unknown estimator class {doc.get('class')!r}")
+    for key, kind in (("params", dict), ("fitted", dict), ("module_config", dict), ("weights", dict)):
+        if not isinstance(doc.get(key), kind):
+            raise ModelFileError(f"{path}: {key!r} missing or not a {kind.__name__}")
+    return doc
+
+
+def load_model(directory: str | os.PathLike) -> Any:
+    """Rebuild a fitted estimator saved with :func:`save_model`.
+
+    Parameters
+    ----------
+    directory : str or path
+
+    Returns
+    -------
+    estimator
+        Fitted, its module on CPU (moved to ``device`` at the first prediction).
+
+    Raises
+    ------
+    ModelFileError
+    """
+    directory = Path(directory)
+    doc = read_model_info(directory)
+    cls = ESTIMATOR_CLASSES[doc["class"]]
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["params"].items()}
+    try:
+        estimator = cls(**params)
+    except TypeError as exc:
+        raise ModelFileError(f"{directory / MODEL_FILE}: parameters do not match {cls.__name__} ({exc})") from exc
+
+    wpath = directory / doc["weights"].get("file", WEIGHTS_FILE)
+    try:
+        data = wpath.read_bytes()
+    except FileNotFoundError as exc:
+        raise ModelFileError(f"{wpath}: missing") from exc
+    except OSError as exc:
+        raise ModelFileError(f"{wpath}: cannot be read ({exc})") from exc
+    expected = doc["weights"].get("sha256")
+    if expected is not None and _sha256(data) != expected:
+        raise ModelFileError(f"{wpath}: checksum mismatch (file truncated or modified)")
+
+    from safetensors.torch import load as st_load
+
+    try:
+        tensors = st_load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise ModelFileError(f"{wpath}: not a valid safetensors file ({exc})") from exc
+    try:
+        module = build_module(doc["module_config"])
+    except Exception as exc:
+        raise ModelFileError(f"{directory / MODEL_FILE}: invalid module_config ({exc})") from exc
+    try:
+        module.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{wpath}: weights do not match the model ({exc})") from exc
+    module.eval()
+
+    fitted = doc["fitted"]
+    try:
+        for attr in _SCALAR_ATTRS:
+            if attr in fitted:
+                setattr(estimator, attr, fitted[attr])
+        for attr in _ARRAY_ATTRS:
+            if attr in fitted:
+                v = fitted[attr]
+                setattr(estimator, attr, None if v is None else np.asarray(v["values"], dtype=v["dtype"]))
+        if "classes" in doc:
+            c = doc["classes"]
+            estimator.classes_ = np.asarray(c["values"], dtype=c["dtype"])
+        estimator.feature_info_ = doc.get("feature_info")
+        estimator.module_config_ = doc["module_config"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{directory / MODEL_FILE}: invalid fitted attributes ({exc})") from exc
+    _check_consistency(estimator, directory)
+    estimator.module_ = module
+    return estimator
+
+
+def _check_consistency(estimator: Any, directory: Path) -> None:
+    cfg = estimator.module_config_
+    where = directory / MODEL_FILE
+    shapes = getattr(estimator, "input_shapes_", None)
+    if shapes is None or [list(s) for s in cfg.get("streams", [])] != [list(s) for s in shapes]:
+        raise ModelFileError(f"{where}: input_shapes_ {shapes} do not match the module streams {cfg.get('streams')}")
+    n_out = estimator.classes_.shape[0] if hasattr(estimator, "classes_") else getattr(estimator, "n_outputs_", None)
+    if n_out != cfg.get("n_outputs"):
+        raise ModelFileError(f"{where}: {n_out} outputs expected by the fitted attributes, module has {cfg.get('n_outputs')}")
+    if len(getattr(estimator, "stream_ratios_", [])) != len(shapes):
+        raise ModelFileError(f"{where}: stream_ratios_ does not match the number of streams")

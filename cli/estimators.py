@@ -334,7 +334,11 @@ def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec
         rep.plot_layer_weights(np.asarray(layer_weights), out / "layer_weights.png",
                                title=f"layer weights of {describe['streams'][0]['name']}, mean ± std over {len(layer_weights)} fits")
     else:
-        click.echo("layer_weights.png skipped: the features have a single layer (no layer weights)")
+        # the same file for every run, so scripts can rely on it; it says why it is flat
+        n_fits = len(results) if hasattr(results, "__len__") else 1
+        rep.plot_layer_weights(np.ones((max(n_fits, 1), 1)), out / "layer_weights.png",
+                               title=f"{features}: a single layer, so no trainable layer weights (1.0 by construction)")
+        click.echo("layer_weights.png: the features have a single layer (no trainable layer weights)")
     report["wall_seconds"] = time.perf_counter() - t0
     rep.write_json(out / "report.json", report)
     click.echo(f"wrote {out}/report.json, model in {model_dir} ({report['wall_seconds']:.1f} s)")

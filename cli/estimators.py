@@ -170,7 +170,16 @@ def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec
     t0 = time.perf_counter()
     command = _command_line(ctx)
     fc = _resolve_cache(cache)
+    from estimators.protocols import PROTOCOL_REGISTRY
+
+    protocol = PROTOCOL_REGISTRY.get(cv_spec)
+    if protocol is not None:
+        if protocol.corpus and protocol.corpus != fc.corpus:
+            raise ParameterError("--cv", f"a protocol for this cache's corpus ({fc.corpus})", f"{cv_spec} (defined for {protocol.corpus})")
+        label_map = label_map or protocol.label_map
     X = fc.select(features, label_map=label_map)
+    if protocol is not None:
+        X = X[np.flatnonzero(protocol.keep(X.table))]
     n_streams = len(X.streams)
     if model == "fusion" and n_streams < 2:
         raise ParameterError("--model fusion", "used with a two-stream feature spec such as all_layers+egemaps", f"--features {features} ({n_streams} stream)")
@@ -219,7 +228,12 @@ def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec
             raise ParameterError("--grid", f"parameters of {type(est0).__name__} ({', '.join(sorted(allowed))})", ", ".join(bad))
     if hasattr(est0, "_check_params"):
         est0._check_params()  # bad --device etc. now, not after the first fold
-    splits = make_cv(cv_spec, groups, y)
+    if protocol is not None:
+        splits = [(f.train, f.test, f.valid) for f in protocol.folds(X.table)]
+        if not quiet:
+            click.echo(f"protocol {protocol.name}: {protocol.description}; validation: {protocol.validation}", err=True)
+    else:
+        splits = make_cv(cv_spec, groups, y)
 
     def make_pipeline(seed: int):
         from sklearn.base import clone

@@ -41,12 +41,10 @@ _GROUPKFOLD = re.compile(r"groupkfold:(\d+)")
 
 def describe_cv_forms() -> str:
     """The allowed forms of a split spec, for error messages and help texts."""
-    forms = "'groupkfold:K' (K >= 2 folds by speaker), 'logo' (leave one speaker out)"
-    if PROTOCOLS:
-        forms += " or a registered protocol (" + ", ".join(sorted(PROTOCOLS)) + ")"
-    else:
-        forms += " or a registered protocol name (none registered)"
-    return forms
+    from .protocols import list_protocols
+
+    names = sorted(set(PROTOCOLS) | set(list_protocols()))
+    return "'groupkfold:K' (K >= 2 folds by speaker), 'logo' (leave one speaker out) or a protocol (" + ", ".join(names) + ")"
 
 
 def make_cv(spec: str, groups: Iterable, y: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -269,10 +267,26 @@ def _strip(params: dict) -> dict:
     return out
 
 
-def _one_fold(make_pipeline, X, y, groups, train, test, seed, fold, param_grid, task, grid_jobs, keep_pipeline):
+def _fit_with_validation(pipe, X, y, train, valid):
+    """Fit the normaliser on ``train`` only, then the estimator with a fixed validation set."""
+    steps = pipe.steps
+    norm = steps[0][1] if len(steps) > 1 and steps[0][1] != "passthrough" else None
+    Xt, Xv = X[train], X[valid]
+    if norm is not None:
+        Xt = norm.fit_transform(Xt, y[train])
+        Xv = norm.transform(Xv)
+    steps[-1][1].fit(Xt, y[train], X_val=Xv, y_val=y[valid])
+    return pipe
+
+
+def _one_fold(make_pipeline, X, y, groups, train, test, seed, fold, param_grid, task, grid_jobs, keep_pipeline, valid=None):
     pipe = make_pipeline(seed)
     best_params = None
-    if param_grid:
+    if valid is not None and len(valid):
+        if param_grid:
+            raise ParameterError("grid", "a protocol without a fixed validation set (grids choose their own)", "a fixed validation set")
+        _fit_with_validation(pipe, X, y, train, valid)
+    elif param_grid:
         from sklearn.model_selection import GridSearchCV
 
         if task == "classification":
@@ -322,7 +336,9 @@ def run_folds(
     y : ndarray
     groups : ndarray
         Speakers (inner grid-search folds are by speaker).
-    splits : list of (train, test)
+    splits : list of (train, test) or (train, test, valid)
+        ``valid`` (or None): a fixed validation set for early stopping (a protocol's); the
+        normaliser is then fitted on ``train`` only and applied to ``valid``.
     seeds : list of int
     param_grid : dict, optional
         Grid (Pipeline names, ``est__...``): a :class:`~sklearn.model_selection.GridSearchCV`
@@ -343,7 +359,7 @@ def run_folds(
 
     groups = np.asarray(groups)
     y = np.asarray(y)
-    tasks = [(s, f, tr, te) for s in seeds for f, (tr, te) in enumerate(splits)]
+    tasks = [(s, f, sp[0], sp[1], sp[2] if len(sp) > 2 else None) for s in seeds for f, sp in enumerate(splits)]
     outer_parallel = n_jobs not in (0, 1, None) and len(tasks) > 1
     grid_jobs = 1 if outer_parallel else n_jobs
     bar = tqdm(total=len(tasks), desc="folds x seeds", unit="fit", disable=not progress, file=sys.stderr, dynamic_ncols=True)
@@ -357,16 +373,16 @@ def run_folds(
             from joblib import Parallel, delayed
 
             gen = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-                delayed(_one_fold)(make_pipeline, X, y, groups, tr, te, s, f, param_grid, task, 1, keep_pipeline)
-                for s, f, tr, te in tasks
+                delayed(_one_fold)(make_pipeline, X, y, groups, tr, te, s, f, param_grid, task, 1, keep_pipeline, va)
+                for s, f, tr, te, va in tasks
             )
             for r in gen:
                 results.append(r)
                 bar.update(1)
         else:
-            for s, f, tr, te in tasks:
+            for s, f, tr, te, va in tasks:
                 bar.set_postfix_str(f"seed {s} fold {f}", refresh=False)
-                results.append(_one_fold(make_pipeline, X, y, groups, tr, te, s, f, param_grid, task, grid_jobs, keep_pipeline))
+                results.append(_one_fold(make_pipeline, X, y, groups, tr, te, s, f, param_grid, task, grid_jobs, keep_pipeline, va))
                 bar.update(1)
     finally:
         bar.close()

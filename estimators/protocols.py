@@ -1,0 +1,193 @@
+"""Named evaluation protocols: which utterances, which labels, which folds, which validation.
+
+SER results are only comparable under the same protocol. Each :class:`Protocol` fixes the
+utterances used, the label set, the train / validation / test speakers of every fold, and
+how the validation data for early stopping is chosen. No protocol ever uses test speakers
+for validation.
+
+Use ``estimators fit --cv NAME`` or :func:`get_protocol` from Python::
+
+    proto = get_protocol("ravdess-pepino")
+    X = X[proto.keep(X.table)]
+    for fold in proto.folds(X.table):
+        ...  # fold.train, fold.valid (or None: internal speaker-disjoint split), fold.test
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .errors import ParameterError
+
+__all__ = ["Fold", "Protocol", "PROTOCOL_REGISTRY", "get_protocol", "list_protocols"]
+
+
+@dataclass
+class Fold:
+    """Integer positions (into the kept utterances) of one fold.
+
+    ``valid`` is None when the estimator's internal speaker-disjoint split of the training
+    part chooses the validation data.
+    """
+
+    train: np.ndarray
+    test: np.ndarray
+    valid: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """An evaluation protocol.
+
+    Attributes
+    ----------
+    name : str
+    description : str
+        What it is and where it comes from.
+    validation : str
+        How validation data for early stopping is chosen.
+    corpus : str or None
+        The corpus it is defined for (checked against the cache), or None for any.
+    label_map : str or None
+        Label map applied before training (e.g. ``"ravdess7"``).
+    keep : callable
+        ``table -> bool mask`` of the utterances used.
+    make_folds : callable
+        ``table (kept rows) -> list of Fold``.
+    """
+
+    name: str
+    description: str
+    validation: str
+    corpus: str | None
+    label_map: str | None
+    keep_fn: Callable[[pd.DataFrame], np.ndarray]
+    make_folds: Callable[[pd.DataFrame], list[Fold]]
+
+    def keep(self, table: pd.DataFrame) -> np.ndarray:
+        """Boolean mask of the utterances this protocol uses."""
+        return np.asarray(self.keep_fn(table), dtype=bool)
+
+    def folds(self, table: pd.DataFrame) -> list[Fold]:
+        """The folds over the kept utterances' table (positions index that table)."""
+        folds = self.make_folds(table.reset_index(drop=True))
+        sp = table["speaker"].astype(str).to_numpy()
+        for i, f in enumerate(folds):
+            if len(f.train) == 0 or len(f.test) == 0:
+                raise ParameterError("cv", f"protocol {self.name!r} on a corpus with the speakers it names", f"fold {i} has an empty train or test part")
+            test_sp = set(sp[f.test])
+            if test_sp & set(sp[f.train]) or (f.valid is not None and test_sp & set(sp[f.valid])):
+                raise ParameterError("cv", "folds whose test speakers are not in train or validation", f"{self.name} fold {i}")
+        return folds
+
+
+def _all(table: pd.DataFrame) -> np.ndarray:
+    return np.ones(len(table), dtype=bool)
+
+
+def _need(table: pd.DataFrame, column: str, proto: str) -> np.ndarray:
+    if column not in table.columns:
+        raise ParameterError("cv", f"protocol {proto!r} on a cache whose table has a {column!r} column", f"columns {list(table.columns)}")
+    return table[column].to_numpy()
+
+
+def _by_values(values: np.ndarray, train: set, valid: set, test: set) -> Fold:
+    pos = np.arange(len(values))
+    return Fold(
+        pos[np.isin(values, list(train))],
+        pos[np.isin(values, list(test))],
+        pos[np.isin(values, list(valid))] if valid else None,
+    )
+
+
+def _ravdess_pepino(table: pd.DataFrame) -> list[Fold]:
+    actor = _need(table, "actor", "ravdess-pepino").astype(int)
+    return [_by_values(actor, set(range(1, 21)), {21, 22}, {23, 24})]
+
+
+def _ravdess_6fold(table: pd.DataFrame) -> list[Fold]:
+    actor = _need(table, "actor", "ravdess-6fold").astype(int)
+    folds = []
+    for k in range(6):
+        test = set(range(4 * k + 1, 4 * k + 5))
+        folds.append(_by_values(actor, set(range(1, 25)) - test, set(), test))
+    return folds
+
+
+def _ravdess_speech(table: pd.DataFrame) -> np.ndarray:
+    return _need(table, "vocal_channel", "ravdess-6fold").astype(str) == "speech"
+
+
+def _iemocap_loso(table: pd.DataFrame) -> list[Fold]:
+    session = _need(table, "session", "iemocap-loso").astype(int)
+    folds = []
+    for s in range(1, 6):
+        valid = s % 5 + 1  # the next session validates, cyclically
+        folds.append(_by_values(session, set(range(1, 6)) - {s, valid}, {valid}, {s}))
+    return folds
+
+
+def _loso(table: pd.DataFrame) -> list[Fold]:
+    sp = table["speaker"].astype(str).to_numpy()
+    return [_by_values(sp, set(sp) - {s}, set(), {s}) for s in sorted(set(sp))]
+
+
+PROTOCOL_REGISTRY: dict[str, Protocol] = {
+    p.name: p
+    for p in [
+        Protocol(
+            "ravdess-pepino",
+            "RAVDESS as Pepino et al. (2021): actors 1-20 train, 21-22 validation, 23-24 test; 7 classes "
+            "(calm merged into neutral); speech and song when the cache holds both",
+            "actors 21-22 (fixed)",
+            "ravdess",
+            "ravdess7",
+            _all,
+            _ravdess_pepino,
+        ),
+        Protocol(
+            "ravdess-6fold",
+            "RAVDESS speech only, 8 classes, 6 folds of 4 consecutive actors (1-4, 5-8, ..., 21-24), "
+            "as EmoBox's speaker-independent folds",
+            "internal speaker-disjoint split of the training actors",
+            "ravdess",
+            None,
+            _ravdess_speech,
+            _ravdess_6fold,
+        ),
+        Protocol(
+            "iemocap-loso",
+            "IEMOCAP, 4 classes (excited merged into happy), 5 folds leaving one session out",
+            "the next session (cyclically) of the 4 training sessions",
+            "iemocap",
+            None,
+            _all,
+            _iemocap_loso,
+        ),
+        Protocol(
+            "emodb-loso",
+            "EmoDB, leave one speaker out (10 folds)",
+            "internal speaker-disjoint split of the training speakers",
+            "emodb",
+            None,
+            _all,
+            _loso,
+        ),
+    ]
+}
+
+
+def list_protocols() -> list[str]:
+    return sorted(PROTOCOL_REGISTRY)
+
+
+def get_protocol(name: str) -> Protocol:
+    """The registered protocol ``name`` (ParameterError listing the names otherwise)."""
+    try:
+        return PROTOCOL_REGISTRY[name]
+    except KeyError:
+        raise ParameterError("cv", "one of " + ", ".join(list_protocols()), name) from None

@@ -133,7 +133,7 @@ def _out_dir(out: Path | None, overwrite: bool) -> Path:
 @click.option("--loss", type=click.Choice(["ccc", "mse"]), default="ccc", show_default=True, help="Regression loss.")
 @click.option("--normalize", type=click.Choice(NORMALIZE), default="speaker", show_default=True, help="Per speaker (Pepino et al.), global (training-fold statistics) or none.")
 @click.option("--label-map", default=None, help="Label map name, e.g. ravdess7 (calm merged into neutral).")
-@click.option("--cv", "cv_spec", default="groupkfold:5", show_default=True, help="groupkfold:K or logo (by speaker), or a registered protocol name.")
+@click.option("--cv", "cv_spec", default="groupkfold:5", show_default=True, help="groupkfold:K or logo (by speaker), or a protocol: ravdess-pepino, ravdess-6fold, iemocap-loso, emodb-loso.")
 @click.option("--grid", default=None, help='Grid search per fold (inner GroupKFold by speaker), e.g. "hidden=64,128;lr=1e-3,3e-4".')
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat with random_state 0..N-1.")
 @click.option("--hidden", default="128", show_default=True, help="Hidden sizes: H (two layers of H) or AxB (not for cnn).")
@@ -155,8 +155,9 @@ def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec
     """Cross-validate a model by speaker, report UAR / WA / macro-F1, refit on all data and save it.
 
     Per fold: normaliser (fitted on the training fold) + estimator, in an sklearn Pipeline;
-    early stopping uses the estimator's own speaker-disjoint validation split of the
-    training fold. Scores "mean ± std" are over seeds, each seed's score computed on the
+    early stopping uses the protocol's fixed validation speakers (``--cv ravdess-pepino``,
+    ``iemocap-loso``) or else the estimator's own speaker-disjoint validation split of the
+    training fold; test speakers are never used for it. Scores "mean ± std" are over seeds, each seed's score computed on the
     predictions of all test folds pooled; per-fold scores are listed too.
     """
     import numpy as np

@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 from featcache.packed import Packed
 
 from ._batch import BatchPlan, stream_ratios
-from ._data import describe_packed, stream_shapes, to_packed
+from ._data import describe_packed, describe_streams, feature_differences, stream_shapes, to_packed
 from ._modules import build_module
 from ._split import n_validation, random_split, speaker_split
 from ._training import Callback, TrainingLoop
@@ -173,6 +173,30 @@ class BaseSequenceEstimator(TrainingLoop, BaseEstimator):
             raise InputError(
                 f"the frame-rate ratios of the streams of X are {ratios}, but {name} was fitted "
                 f"with {list(self.stream_ratios_)}"
+            )
+        self._check_feature_info(packed)
+
+    def _check_feature_info(self, packed: Packed) -> None:
+        """Refuse features of another extractor, parameters or spec than those seen at fit.
+
+        Compared only when both sides are described (fitted on and given a featcache
+        FeatureSet, or a Packed made from one); see :func:`estimators._data.feature_differences`.
+        """
+        fitted = getattr(self, "feature_info_", None)
+        given = packed.meta.get("describe") if isinstance(packed.meta, dict) else None
+        refused, warned = feature_differences(fitted, given)
+        name = type(self).__name__
+        if refused:
+            raise InputError(
+                f"X holds other features than {name} was fitted on:\n  " + "\n  ".join(refused)
+                + f"\nfitted on: {describe_streams(fitted)}\nX: {describe_streams(given)}"
+            )
+        if warned:
+            warnings.warn(
+                f"X was extracted with other numeric settings than the features {name} was fitted on "
+                f"({'; '.join(warned)}); predictions may differ slightly",
+                UserWarning,
+                stacklevel=4,
             )
 
     def _plan(self, packed: Packed, device: torch.device) -> BatchPlan:

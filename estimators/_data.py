@@ -21,6 +21,7 @@ the training and prediction loops check every batch and raise :class:`InputError
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from featcache.packed import Packed, Stream
 
 from .errors import InputError
 
-__all__ = ["to_packed", "describe_packed", "stream_shapes"]
+__all__ = ["to_packed", "describe_packed", "stream_shapes", "feature_differences", "describe_streams"]
 
 _FLOATS = (np.float32, np.float64, np.float16)
 
@@ -102,6 +103,77 @@ def describe_packed(packed: Packed) -> dict:
         ],
         "has_speakers": packed.speakers is not None,
     }
+
+
+#: what makes two featcache streams different features (``FeatureSet.describe()`` keys);
+#: the corpus, store folder, ``max_frames`` and the pipeline's cropping do not.
+_FEATURE_KEYS = ("extractor", "layers", "n_layers", "dim", "frame_rate", "params")
+#: extractor parameters that change the numbers only slightly: a difference warns
+_NUMERIC_ONLY_PARAMS = ("precision",)
+
+
+def _canon(obj: Any) -> Any:
+    """JSON round trip (tuples -> lists, numpy -> python): a saved model compares equal."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
+
+
+def _featureset_streams(info: Any) -> list[dict] | None:
+    streams = info.get("streams") if isinstance(info, dict) else None
+    if not isinstance(streams, list) or not all(isinstance(s, dict) and "params" in s for s in streams):
+        return None
+    return streams
+
+
+def feature_differences(fitted: Any, given: Any) -> tuple[list[str], list[str]]:
+    """How the features of ``given`` differ from those an estimator was ``fitted`` on.
+
+    Parameters
+    ----------
+    fitted, given : dict
+        ``FeatureSet.describe()`` outputs (``feature_info_`` of a fitted estimator, and the
+        description carried by the input). Anything else (arrays, a Packed built by hand)
+        carries no description: nothing is compared.
+
+    Returns
+    -------
+    refused : list of str
+        ``stream K key: fitted != given`` lines for differences in extractor, layers
+        (the feature spec), layer count, dimension, frame rate or extractor parameters.
+    warned : list of str
+        The same for parameters that only change the numbers slightly (``precision``).
+    """
+    a, b = _featureset_streams(fitted), _featureset_streams(given)
+    if a is None or b is None or len(a) != len(b):
+        return [], []
+    refused, warned = [], []
+    for k, (fa, fb) in enumerate(zip(_canon(a), _canon(b))):
+        for key in _FEATURE_KEYS:
+            va, vb = fa.get(key), fb.get(key)
+            if key != "params":
+                if va != vb:
+                    refused.append(f"stream {k} {key}: {va!r} (fit) != {vb!r} (X)")
+                continue
+            pa, pb = va or {}, vb or {}
+            same_weights = pa.get("fingerprint") is not None and pa.get("fingerprint") == pb.get("fingerprint")
+            for name in sorted(set(pa) | set(pb)):
+                x, y = pa.get(name, "<missing>"), pb.get(name, "<missing>")
+                if x == y or (same_weights and name in ("model", "revision")):
+                    continue
+                line = f"stream {k} params.{name}: {x!r} (fit) != {y!r} (X)"
+                (warned if name in _NUMERIC_ONLY_PARAMS else refused).append(line)
+    return refused, warned
+
+
+def describe_streams(info: Any) -> str:
+    """A one-line summary of a ``FeatureSet.describe()`` (for messages)."""
+    streams = _featureset_streams(info) or []
+    parts = []
+    for s in streams:
+        model = (s.get("params") or {}).get("model")
+        what = f"{s.get('extractor')}" + (f" {model}" if model else "")
+        parts.append(f"{s.get('name')!r} ({what}, layers {s.get('layers')}, dim {s.get('dim')})")
+    corpus = info.get("corpus") if isinstance(info, dict) else None
+    return ("corpus " + repr(corpus) + ": " if corpus else "") + " + ".join(parts)
 
 
 def _is_ragged_list(X: Any) -> bool:

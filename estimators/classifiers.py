@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from scipy.special import softmax
 from sklearn.base import ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import column_or_1d
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ._arch import FRAME_PARAMS_DOC, MAX_FRAMES_DOC, SHARED_PARAMS_DOC, CNNArch, DenseArch, FusionArch, LSTMArch
 from ._base import BaseSequenceEstimator
@@ -113,6 +114,23 @@ class _ClassifierBase(ClassifierMixin, BaseSequenceEstimator):
         """Most probable class of every utterance, shape (n,)."""
         outputs = self._outputs(X)
         return self.classes_[np.argmax(outputs, axis=1)]
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy of :meth:`predict` on ``X`` against ``y``.
+
+        Labels of ``y`` that were not seen at fit can never be predicted: they count as
+        errors, and a UserWarning names them.
+        """
+        check_is_fitted(self, "module_")
+        unseen = sorted(set(np.asarray(column_or_1d(y, warn=True)).tolist()) - set(self.classes_.tolist()), key=str)
+        if unseen:
+            warnings.warn(
+                f"y holds label(s) {unseen[:10]} not seen at fit (classes_: {self.classes_.tolist()}); "
+                "they can never be predicted and count as errors",
+                UserWarning,
+                stacklevel=2,
+            )
+        return super().score(X, y, sample_weight)
 
 
 class DenseClassifier(DenseArch, _ClassifierBase):

@@ -15,6 +15,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from featcache.packed import Packed, Stream
 
+from .errors import InputError
+
 __all__ = ["SpeakerNormalizer", "GlobalNormalizer"]
 
 _STATS = ("cache", "batch")
@@ -43,9 +45,25 @@ def _frame_stats(stream: Stream, index: np.ndarray | None = None):
 
 
 def _combine(n, s, q):
-    count = float(n.sum())
-    mean = s.sum(0) / count
-    std = np.sqrt(np.maximum(q.sum(0) / count - mean**2, 0.0))
+    """Mean and std from per-utterance counts, sums and sums of squares.
+
+    Raises
+    ------
+    InputError
+        No frames at all (empty input), or statistics that are not finite (NaN or
+        infinite features): normalising with them would silently spoil every frame.
+    """
+    count = float(np.sum(n))
+    if count == 0:
+        raise InputError("cannot compute normalisation statistics of X: it holds 0 utterances (0 frames)")
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is refused just below
+        mean = s.sum(0) / count
+        std = np.sqrt(np.maximum(q.sum(0) / count - mean**2, 0.0))
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        raise InputError(
+            "cannot compute normalisation statistics of X: its features hold NaN or infinite values"
+            " (for a featcache FeatureSet, `featcache verify` names the shards)"
+        )
     return mean, std
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from featcache.audio import load_audio
 from featcache.corpora import Corpus, get_corpus
-from featcache.errors import AudioError, FeatcacheError, ParameterError
+from featcache.errors import AudioError, FeatcacheError, ParameterError, StoreError
 from featcache.extractors.base import Extractor
 from featcache.lock import CacheLock
 from featcache.stats import write_speaker_stats
@@ -224,7 +224,7 @@ def extract(
     cache.mkdir(parents=True, exist_ok=True)
     summary = ExtractionSummary(cache_path=str(cache))
     with CacheLock(cache):
-        _write_table(cache, cobj, Path(data_dir), scan)
+        _check_corpus_file(cache)
         table = scan.table if limit is None else scan.table.iloc[: int(limit)]
         pipeline_params = {"max_seconds": max_seconds}
         writers: dict[str, StoreWriter] = {}
@@ -237,23 +237,51 @@ def extract(
             )
             summary.redone += len(writers[ex.store_name].dropped)
         summary.stores = [w.path.name for w in writers.values()]
+        # after the stores accepted the parameters: a refused run leaves the table as it was
+        try:
+            _write_table(cache, cobj, Path(data_dir), scan)
+        except OSError as e:
+            raise StoreError(f"{cache}: writing the utterance table failed ({e}); free disk space or fix the cause and re-run") from e
         todo = _plan(table, writers)
         summary.skipped = len(table) - len(todo)
         try:
             _run(todo, table, cobj, Path(data_dir), extractors, writers, summary, max_seconds, batch_seconds, workers, progress)
-        finally:
+        except BaseException:
+            # keep what can be kept, but report the first error, not a second one from close()
             for w in writers.values():
-                w.close()
+                try:
+                    w.close()
+                except FeatcacheError:
+                    pass
+            raise
+        for w in writers.values():
+            w.close()
         speaker_of = dict(zip(table["id"], table["speaker"].astype(str)))
         full = dict(zip(scan.table["id"], scan.table["speaker"].astype(str)))
         full.update(speaker_of)
         for w in writers.values():
             reader = StoreReader(w.path)
             if reader.ids:
-                write_speaker_stats(reader, full)
+                try:
+                    write_speaker_stats(reader, full)
+                except (OSError, RuntimeError) as e:
+                    raise StoreError(
+                        f"{w.path}: writing speakers.h5 failed ({e}); the features are committed, a re-run"
+                        " (after freeing disk space or fixing the cause) writes the statistics"
+                    ) from e
     summary.wall_seconds = time.perf_counter() - t0
     summary.cache_bytes = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
     return summary
+
+
+def _check_corpus_file(cache: Path) -> None:
+    """Refuse to write into a corpus cache made by another featcache format (before touching it)."""
+    from featcache.store import _check_version, _read_json
+
+    path = cache / "corpus.json"
+    if path.exists():
+        info = _read_json(path)
+        _check_version("corpus cache", path, info.get("format"), info.get("format_version"), "featcache.corpus")
 
 
 def _plan(table: pd.DataFrame, writers: dict[str, StoreWriter]) -> list[tuple[str, set[str]]]:
@@ -293,6 +321,11 @@ def _run(todo, table, cobj, data_dir, extractors, writers, summary, max_seconds,
                 writers[k].add_failure(p.uid, reason)
                 summary.failed.setdefault(p.uid, f"{k}: {reason}")
             for k, x in p.results.items():
+                if not np.isfinite(x).all():  # never store what every later step would choke on
+                    reason = "the extractor produced NaN or infinite values"
+                    writers[k].add_failure(p.uid, reason)
+                    summary.failed.setdefault(p.uid, f"{k}: {reason}")
+                    continue
                 writers[k].add(p.uid, x, p.original_seconds, p.used_seconds)
             summary.done += 1
             audio_s += p.used_seconds

@@ -21,7 +21,7 @@ import pandas as pd
 
 from featcache.errors import SpecError, StoreError
 from featcache.packed import Packed, Stream
-from featcache.store import StoreReader
+from featcache.store import StoreReader, _check_version
 
 __all__ = ["open_cache", "find_caches", "FeatureCache", "FeatureSet", "StreamSpec", "parse_spec"]
 
@@ -149,6 +149,9 @@ class FeatureCache:
             self.info = json.loads((self.path / "corpus.json").read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise StoreError(f"{self.path}/corpus.json cannot be read ({e})") from e
+        _check_version(
+            "corpus cache", self.path / "corpus.json", self.info.get("format"), self.info.get("format_version"), "featcache.corpus"
+        )
         self.corpus = self.info.get("corpus", self.path.name)
         self.utterances = pd.read_csv(
             self.path / "utterances.csv", dtype={"id": str, "speaker": str, "label": str}, keep_default_na=False

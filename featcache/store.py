@@ -24,9 +24,12 @@ The exact format is written down in the README ("On-disk format").
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,15 +73,91 @@ def _check_version(what: str, path: Path, fmt: str, version: str, expected_fmt: 
         )
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` atomically (temporary file, fsync, rename)."""
+# --------------------------------------------------------------------------- fault injection
+#
+# The crash, disk-full and concurrency tests (tests/test_reliability_*.py) and
+# benchmarks/stress_kill.py make a writer stop or fail at exact points of a commit:
+#
+#   FEATCACHE_FAULTS="point=action[@n],..."   (read once, at import)
+#
+# point: one of FAULT_POINTS; action: ``pause`` (write "featcache-fault: pause POINT N" to
+# stderr, then block until a line or EOF arrives on stdin: a killer aims at that moment) or
+# ``enospc`` (raise OSError(ENOSPC), as a full disk does); ``@n``: from the n-th time the
+# point is reached in this process on, ``@n-m``: the n-th to m-th times only (default: every
+# time). Unset (the normal case), each point costs one truth test of an empty dict.
+
+FAULT_POINTS = (
+    "shard_mid_write",  # inside the shard's HDF5 file: first layer written, the rest not yet
+    "shard_written",  # shard-NNNNN.h5.tmp complete and fsync'ed, not yet renamed
+    "shard_renamed",  # shard-NNNNN.h5 in place, not yet named by manifest.json
+    "manifest_mid_write",  # half of manifest.json.tmp written, not yet renamed over manifest.json
+)
+_FAULT_ACTIONS = ("pause", "enospc")
+
+
+def parse_faults(spec: str) -> dict[str, dict]:
+    """Parse a ``FEATCACHE_FAULTS`` value into ``{point: {"action", "at", "until", "seen"}}``."""
+    faults: dict[str, dict] = {}
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        point, _, rest = item.partition("=")
+        action, _, when = (rest or "pause").partition("@")
+        at, _, until = when.partition("-")
+        if (
+            point not in FAULT_POINTS
+            or action not in _FAULT_ACTIONS
+            or not all(x.isdigit() for x in (at, until) if x)
+            or (until and not at)
+        ):
+            raise StoreError(
+                f"FEATCACHE_FAULTS must be point=action[@n[-m]] items with point in {', '.join(FAULT_POINTS)}"
+                f" and action in {', '.join(_FAULT_ACTIONS)}; got {item!r}"
+            )
+        faults[point] = {"action": action, "at": int(at) if at else None, "until": int(until) if until else None, "seen": 0}
+    return faults
+
+
+_FAULTS: dict[str, dict] = parse_faults(os.environ.get("FEATCACHE_FAULTS", ""))
+
+
+def _fault(point: str) -> None:
+    """Act on ``point`` when FEATCACHE_FAULTS names it (call sites test ``_FAULTS`` first)."""
+    f = _FAULTS.get(point)
+    if f is None:
+        return
+    f["seen"] += 1
+    if (f["at"] is not None and f["seen"] < f["at"]) or (f["until"] is not None and f["seen"] > f["until"]):
+        return
+    if f["action"] == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + f" (injected at {point})")
+    sys.stderr.write(f"featcache-fault: pause {point} {f['seen']}\n")
+    sys.stderr.flush()
+    sys.stdin.readline()
+
+
+def atomic_write_json(path: Path, obj: Any, *, fault_point: str | None = None) -> None:
+    """Write JSON to ``path`` atomically (temporary file, fsync, rename).
+
+    On an error the temporary file is removed and ``path`` is left as it was.
+    ``fault_point`` names the fault-injection point between the two halves of the write.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, default=_json_default)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=1, sort_keys=True, default=_json_default)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            if fault_point is not None and _FAULTS:
+                f.write(text[: len(text) // 2])
+                f.flush()
+                _fault(fault_point)
+                f.write(text[len(text) // 2 :])
+            else:
+                f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 
@@ -323,7 +402,15 @@ class StoreWriter:
         return len(self._pending.ids)
 
     def commit(self) -> None:
-        """Write the queued utterances as one shard and update the manifest atomically."""
+        """Write the queued utterances as one shard and update the manifest atomically.
+
+        Raises
+        ------
+        StoreError
+            Not enough free disk space for the shard, or writing it or the manifest failed
+            (full disk, I/O error). Committed shards and ``manifest.json`` are left as they
+            were; the queued utterances stay queued (a later ``commit`` retries them).
+        """
         p = self._pending
         if not p.ids:
             if getattr(self, "_failures_dirty", False):
@@ -333,45 +420,89 @@ class StoreWriter:
         name = f"shard-{index:05d}.h5"
         final = self.path / name
         tmp = self.path / (name + ".tmp")
-        n_frames = write_shard(
-            tmp,
-            ids=p.ids,
-            arrays=p.arrays,
-            original_seconds=p.original_seconds,
-            used_seconds=p.used_seconds,
-            dtype=self.dtype,
-            attrs={
-                "store": self.path.name,
-                "extractor": json.dumps(self.description, sort_keys=True),
-                "n_layers": self.n_layers,
-                "dim": self.dim,
-                "frame_rate": float(self.description["frame_rate"]),
-                "shard_index": index,
-            },
-        )
-        os.replace(tmp, final)
+        self._check_free_space(name, p)
+        try:
+            n_frames = write_shard(
+                tmp,
+                ids=p.ids,
+                arrays=p.arrays,
+                original_seconds=p.original_seconds,
+                used_seconds=p.used_seconds,
+                dtype=self.dtype,
+                attrs={
+                    "store": self.path.name,
+                    "extractor": json.dumps(self.description, sort_keys=True),
+                    "n_layers": self.n_layers,
+                    "dim": self.dim,
+                    "frame_rate": float(self.description["frame_rate"]),
+                    "shard_index": index,
+                },
+            )
+            if _FAULTS:
+                _fault("shard_written")
+            os.replace(tmp, final)
+        except (OSError, RuntimeError) as e:  # h5py reports some write errors as RuntimeError
+            tmp.unlink(missing_ok=True)
+            raise self._write_error(name, e) from e
         _fsync_dir(self.path)
-        self.manifest["shards"].append(
-            {
-                "file": name,
-                "ids": list(p.ids),
-                "n_utterances": len(p.ids),
-                "n_frames": int(n_frames),
-                "size": final.stat().st_size,
-                "sha256": _sha256(final),
-            }
-        )
+        if _FAULTS:
+            _fault("shard_renamed")
+        entry = {
+            "file": name,
+            "ids": list(p.ids),
+            "n_utterances": len(p.ids),
+            "n_frames": int(n_frames),
+            "size": final.stat().st_size,
+            "sha256": _sha256(final),
+        }
+        # the new manifest replaces the current one only once it is on disk: a failed write
+        # leaves both as they were (and the renamed shard an orphan, deleted by the next run)
+        manifest = dict(self.manifest, shards=[*self.manifest["shards"], entry], failed=dict(self.manifest["failed"]))
         for uid in p.ids:
-            self.manifest["failed"].pop(uid, None)
-        self._save_manifest()
+            manifest["failed"].pop(uid, None)
+        try:
+            self._save_manifest(manifest)
+        except StoreError:
+            final.unlink(missing_ok=True)
+            raise
         self._pending = _Pending()
 
-    def _save_manifest(self) -> None:
-        self.manifest["updated"] = _now()
-        self.manifest["token"] = hashlib.sha1(
-            json.dumps([s["sha256"] for s in self.manifest["shards"]]).encode()
-        ).hexdigest()
-        atomic_write_json(self.path / "manifest.json", self.manifest)
+    def _check_free_space(self, name: str, p: _Pending) -> None:
+        """Refuse to start a shard the file system has no room for.
+
+        HDF5 does not always survive a failed write (on some versions the process crashes),
+        so a full disk is best caught before the shard is started.
+        """
+        n_values = len(p.ids) * self.n_layers * self.dim
+        need = p.nbytes + 2 * 8 * n_values + 64 * len(p.ids) + (1 << 20)
+        try:
+            free = shutil.disk_usage(self.path).free
+        except OSError:
+            return
+        if free < need:
+            raise StoreError(
+                f"{self.path}: not enough free disk space to write {name}: about {need / 2**20:.1f} MiB"
+                f" needed, {free / 2**20:.1f} MiB free. Utterances committed so far are kept;"
+                " free some space and re-run the same command to extract the rest."
+            )
+
+    def _write_error(self, what: str, e: BaseException) -> StoreError:
+        return StoreError(
+            f"{self.path}: writing {what} failed ({e}). Utterances committed so far are kept"
+            " (featcache verify checks them); free disk space or fix the cause and re-run the"
+            " same command to extract the rest."
+        )
+
+    def _save_manifest(self, manifest: dict | None = None) -> None:
+        """Write ``manifest`` (default: the current one) atomically, then make it current."""
+        m = dict(self.manifest if manifest is None else manifest)
+        m["updated"] = _now()
+        m["token"] = hashlib.sha1(json.dumps([s["sha256"] for s in m["shards"]]).encode()).hexdigest()
+        try:
+            atomic_write_json(self.path / "manifest.json", m, fault_point="manifest_mid_write")
+        except OSError as e:
+            raise self._write_error("manifest.json", e) from e
+        self.manifest = m
         self._failures_dirty = False
 
     def close(self) -> None:
@@ -438,6 +569,9 @@ def write_shard(
         for layer in range(n_layers):
             data = np.concatenate([a[layer] for a in arrays], axis=0).astype(dtype, copy=False)
             g.create_dataset(f"{layer:02d}", data=data)  # contiguous, uncompressed: memory-mappable
+            if layer == 0 and _FAULTS:
+                f.flush()
+                _fault("shard_mid_write")
             # statistics of the values as stored (after the cast), in float64
             d64 = data.astype(np.float64)
             sums[:, layer] = np.add.reduceat(d64, offsets[:-1], axis=0)

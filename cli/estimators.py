@@ -64,6 +64,10 @@ def _resolve_cache(cache: Path | None):
     )
 
 
+def _counts(d: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
+
+
 def _hidden(text: str) -> tuple[int, ...]:
     from estimators.cv import _hidden as parse
 
@@ -133,7 +137,7 @@ def _out_dir(out: Path | None, overwrite: bool) -> Path:
 @click.option("--loss", type=click.Choice(["ccc", "mse"]), default="ccc", show_default=True, help="Regression loss.")
 @click.option("--normalize", type=click.Choice(NORMALIZE), default="speaker", show_default=True, help="Per speaker (Pepino et al.), global (training-fold statistics) or none.")
 @click.option("--label-map", default=None, help="Label map name, e.g. ravdess7 (calm merged into neutral).")
-@click.option("--cv", "cv_spec", default="groupkfold:5", show_default=True, help="groupkfold:K or logo (by speaker), or a protocol: ravdess-pepino, ravdess-6fold, iemocap-loso, emodb-loso.")
+@click.option("--cv", "cv_spec", default="groupkfold:5", show_default=True, help="groupkfold:K or logo (by speaker), a protocol: ravdess-pepino, ravdess-6fold, iemocap-loso, emodb-loso, or cross-corpus:TRAIN->TEST (--cache: a root holding both).")
 @click.option("--grid", default=None, help='Grid search per fold (inner GroupKFold by speaker), e.g. "hidden=64,128;lr=1e-3,3e-4".')
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat with random_state 0..N-1.")
 @click.option("--hidden", default="128", show_default=True, help="Hidden sizes: H (two layers of H) or AxB (not for cnn).")
@@ -170,15 +174,25 @@ def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec
 
     t0 = time.perf_counter()
     command = _command_line(ctx)
-    fc = _resolve_cache(cache)
+    from estimators.crosscorpus import cross_corpus_sets, parse_cross_corpus, resolve_caches
     from estimators.protocols import PROTOCOL_REGISTRY
 
+    cross = parse_cross_corpus(cv_spec)
+    cross_data = None
+    if cross is not None:
+        if target or label_map or grid:
+            raise ParameterError("--cv " + cv_spec, "used without --target, --label-map and --grid (labels are harmonised and shared labels kept)",
+                                 ", ".join(o for o, v in (("--target", target), ("--label-map", label_map), ("--grid", grid)) if v))
+        fc, fc_test = resolve_caches(cache, cross)
+        cross_data = cross_corpus_sets(fc, fc_test, features)
+    else:
+        fc = _resolve_cache(cache)
     protocol = PROTOCOL_REGISTRY.get(cv_spec)
     if protocol is not None:
         if protocol.corpus and protocol.corpus != fc.corpus:
             raise ParameterError("--cv", f"a protocol for this cache's corpus ({fc.corpus})", f"{cv_spec} (defined for {protocol.corpus})")
         label_map = label_map or protocol.label_map
-    X = fc.select(features, label_map=label_map)
+    X = cross_data.X_train if cross_data is not None else fc.select(features, label_map=label_map)
     if protocol is not None:
         X = X[np.flatnonzero(protocol.keep(X.table))]
     n_streams = len(X.streams)
@@ -229,7 +243,16 @@ def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec
             raise ParameterError("--grid", f"parameters of {type(est0).__name__} ({', '.join(sorted(allowed))})", ", ".join(bad))
     if hasattr(est0, "_check_params"):
         est0._check_params()  # bad --device etc. now, not after the first fold
-    if protocol is not None:
+    if cross_data is not None:
+        splits = [(np.arange(len(X)), np.arange(0))]
+        click.echo(
+            f"{cv_spec}: train {fc.corpus} ({len(X)} utterances), test {fc_test.corpus} ({len(cross_data.X_test)} utterances) "
+            f"on the shared labels {', '.join(cross_data.labels)}; left out: "
+            f"{fc.corpus} {_counts(cross_data.dropped_train)}, {fc_test.corpus} {_counts(cross_data.dropped_test)}; "
+            f"validation: the estimator's speaker-disjoint split of {fc.corpus}",
+            err=True,
+        )
+    elif protocol is not None:
         splits = [(f.train, f.test, f.valid) for f in protocol.folds(X.table)]
         if not quiet:
             click.echo(f"protocol {protocol.name}: {protocol.description}; validation: {protocol.validation}", err=True)
@@ -255,13 +278,20 @@ def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec
             f"{type(est0).__name__}, {len(splits)} folds ({cv_spec}) x {seeds} seed(s), normalize {normalize}",
             err=True,
         )
-    results = run_folds(
-        make_pipeline, X, y, groups, splits, list(range(seeds)),
-        param_grid=param_grid, task=task, n_jobs=n_jobs, progress=not quiet,
-    )
+    if cross_data is not None:
+        from estimators.crosscorpus import run_cross_corpus
+
+        results = run_cross_corpus(make_pipeline, cross_data, list(range(seeds)), progress=not quiet)
+        X_eval, y_eval, groups_eval = cross_data.X_test, cross_data.y_test, cross_data.groups_test
+    else:
+        results = run_folds(
+            make_pipeline, X, y, groups, splits, list(range(seeds)),
+            param_grid=param_grid, task=task, n_jobs=n_jobs, progress=not quiet,
+        )
+        X_eval, y_eval, groups_eval = X, y, groups
 
     # ---- scores
-    summary = rep.score_runs(results, y, task=task, targets=targets, groups=groups)
+    summary = rep.score_runs(results, y_eval, task=task, targets=targets, groups=groups_eval)
     classes = summary.get("classes")
     for r in summary["per_fold"]:
         scores = "  ".join(f"{k} {r[k]:.3f}" for k in summary["metrics"])
@@ -339,7 +369,13 @@ def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec
         "n_speakers": int(len(np.unique(groups))),
         "model_dir": str(model_dir),
     }
-    rep.write_predictions(out / "predictions.csv", results, X.ids, groups, y, task=task, targets=targets)
+    if cross_data is not None:
+        report["cross_corpus"] = {
+            "train": fc.corpus, "test": fc_test.corpus, "test_cache": str(fc_test.path), "labels": cross_data.labels,
+            "n_train": int(len(X)), "n_test": int(len(cross_data.X_test)),
+            "dropped_train": cross_data.dropped_train, "dropped_test": cross_data.dropped_test,
+        }
+    rep.write_predictions(out / "predictions.csv", results, X_eval.ids, groups_eval, y_eval, task=task, targets=targets)
     if task == "classification":
         rep.plot_confusion(np.asarray(summary["confusion_matrix"]), classes, out / "confusion.png",
                            title=f"{features}, {model}: UAR {summary['metrics']['uar']['mean']:.3f}")

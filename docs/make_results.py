@@ -2,12 +2,15 @@
 
 Usage::
 
-    python docs/make_results.py --cache cache/ravdess [--rows eg-dense-spk,...] [--seeds 5] [--force]
+    python docs/make_results.py --cache cache/ravdess [--w2v2-cache DIR --w2v2-label TEXT]
+                                [--rows eg-dense-spk,...] [--seeds 5] [--force]
 
 Each row is one ``estimators fit`` command (shown verbatim on the page) whose
 ``report.json`` lands in ``runs/results/<row>/``; rows whose report exists are not re-run
 unless ``--force``. Rows whose features the cache lacks are listed as "not run" with the
-reason. The page puts every figure beside the paper's (Pepino et al., Interspeech 2021,
+reason. ``--w2v2-cache`` runs the wav2vec2 rows on another cache (here: one built with
+*randomly initialised* weights, to show the pipeline end to end; ``--w2v2-label`` says so on
+the page, and such rows are never presented as results). The page puts every figure beside the paper's (Pepino et al., Interspeech 2021,
 Tables 1 and 2, RAVDESS, mean ± std over 5 seeds), with the date, versions and machine.
 """
 
@@ -18,6 +21,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -59,6 +63,7 @@ ROWS = [
 ]
 
 
+
 def command(row: Row, cache: str, seeds: int, out: Path) -> list[str]:
     return [
         "estimators", "fit", "--cache", cache, "--features", row.features, "--model", row.model,
@@ -67,59 +72,160 @@ def command(row: Row, cache: str, seeds: int, out: Path) -> list[str]:
     ]
 
 
+def is_w2v2(row: Row) -> bool:
+    return row.key.startswith("w2v2")
+
+
 def run_row(row: Row, cache: str, seeds: int, force: bool) -> tuple[dict | None, str]:
-    out = ROOT / "runs" / "results" / row.key
+    out = Path("runs") / "results" / row.key
     cmd = command(row, cache, seeds, out)
-    rep = out / "report.json"
+    rep = ROOT / out / "report.json"
     if rep.exists() and not force:
         return json.loads(rep.read_text()), shlex.join(cmd)
     t0 = time.perf_counter()
     exe = [sys.executable, "-c", "from cli.estimators import main; main()"] + cmd[1:]
     proc = subprocess.run(exe, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
-        return None, shlex.join(cmd) + f"  # not run: {proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr.strip()[-200:]}"
+        why = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr.strip()[-200:]
+        print(f"{row.key}: not run: {why}", file=sys.stderr)
+        return None, shlex.join(cmd) + f"  # not run: {why}"
     print(f"{row.key}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return json.loads(rep.read_text()), shlex.join(cmd)
 
 
 def machine() -> str:
-    flags = ""
+    flags, model = "", ""
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
                 f = set(line.split(":", 1)[1].split())
                 flags = ", ".join(x for x in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if x in f)
-                break
     except OSError:
         pass
-    return f"{platform.machine()}, {os.cpu_count()} cores ({flags}), Python {platform.python_version()}"
+    return f"{model or platform.machine()}, {os.cpu_count()} cores ({flags}), no GPU used, Python {platform.python_version()}"
 
 
-def write_page(results: list[tuple[Row, dict | None, str]], cache: str) -> Path:
+def _paper(text: str) -> tuple[float, float] | None:
+    if "±" not in text:
+        return None
+    m, s = text.split("±")
+    return float(m), float(s)
+
+
+def _uar(rep: dict) -> tuple[float, float]:
+    u = rep["metrics"]["uar"]
+    return 100 * u["mean"], 100 * u["std"]
+
+
+def _cell(rep: dict | None) -> tuple[str, str, str]:
+    if rep is None:
+        return "not run", "-", "-"
+    m, s = _uar(rep)
+    return f"{m:.1f} ± {s:.1f}", str(len(rep["metrics"]["uar"]["values"])), f"{rep.get('wall_seconds', float('nan')):.0f}"
+
+
+def _diff(row: Row, rep: dict | None) -> str:
+    p = _paper(row.paper)
+    if rep is None or p is None:
+        return "-"
+    d = _uar(rep)[0] - p[0]
+    flag = " (more than the paper's std)" if abs(d) > p[1] else ""
+    return f"{d:+.1f}{flag}"
+
+
+def user_commands(seeds: int) -> list[str]:
+    return [
+        "featcache extract --model wav2vec_small --corpus ravdess --data-dir PATH/TO/RAVDESS --features wav2vec2,egemaps",
+        *[
+            shlex.join(command(r, "cache/ravdess", seeds, Path("runs") / "results" / r.key)[:-1])
+            for r in ROWS if is_w2v2(r)
+        ],
+    ]
+
+
+def write_page(results: list[tuple[Row, dict | None, str]], cache: str, w2v2_cache: str | None, w2v2_label: str | None, seeds: int) -> Path:
     import featcache
 
     c = featcache.open(cache)
+    t = c.utterances
+    channels = ", ".join(sorted(set(t["vocal_channel"]))) if "vocal_channel" in t.columns else "?"
+    argv = f"python docs/make_results.py --cache {cache} --seeds {seeds}"
+    if w2v2_cache:
+        argv += f" --w2v2-cache {w2v2_cache} --w2v2-label {shlex.quote(w2v2_label or '')}"
     lines = [
         "# Results",
         "",
-        f"Generated by `python docs/make_results.py --cache {cache}` on {time.strftime('%Y-%m-%d')}; machine: {machine()}.",
+        f"Generated by `{argv}` on {time.strftime('%Y-%m-%d')}; machine: {machine()}.",
+        "Every figure below was produced by the command in its row; nothing is typed by hand.",
         "",
-        "Protocol `ravdess-pepino`: actors 1-20 train, 21-22 validation (early stopping), 23-24 test, 7 classes",
-        f"(calm merged into neutral), UAR in %, mean ± std over seeds. Our cache: {len(c.utterances)} utterances of",
-        f"{c.utterances['speaker'].nunique()} actors "
-        f"({', '.join(sorted(set(c.utterances.get('vocal_channel', ['?']))))} only); the paper used speech **and song**",
-        "recordings, so its test set differs from ours.",
+        "## RAVDESS, protocol `ravdess-pepino`",
         "",
-        "| features | model | normalisation | ours (UAR %) | seeds | paper (UAR %) | command |",
-        "|---|---|---|---|---|---|---|",
+        "Actors 1-20 train, 21-22 validation (early stopping, patience 4), 23-24 test; 7 classes (calm merged",
+        "into neutral); UAR (balanced accuracy) in %, mean ± std over seeds (random_state 0..N-1).",
+        f"Our cache: `{cache}`, {len(t)} utterances of {t['speaker'].nunique()} actors, vocal channel: **{channels}**",
+        "(the real RAVDESS speech recordings, 16 kHz FLAC). The paper (Pepino, Riera & Ferrer, Interspeech 2021,",
+        "Tables 1-2) used speech **and song**, so its training and test sets are larger and differ from ours:",
+        "the paper's column is for comparison, not the same experiment. \"Δ\" is ours minus the paper's mean.",
+        "",
+        "### Handcrafted features (real data)",
+        "",
+        "| features | model | normalisation | ours (UAR %) | seeds | wall s | paper (UAR %) | Δ | command |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row, rep, cmd in results:
-        if rep is None:
-            ours, n = "not run", "-"
-        else:
-            u = rep["metrics"]["uar"]
-            ours, n = f"{100 * u['mean']:.1f} ± {100 * u['std']:.1f}", str(len(u["values"]))
-        lines.append(f"| {row.features} | {row.model} | {row.normalize} | {ours} | {n} | {row.paper} | `{cmd}` |")
+        if is_w2v2(row):
+            continue
+        ours, n, wall = _cell(rep)
+        lines.append(f"| {row.features} | {row.model} | {row.normalize} | {ours} | {n} | {wall} | {row.paper} | {_diff(row, rep)} | `{cmd}` |")
+    lines += [
+        "",
+        "### wav2vec 2.0 features",
+        "",
+        "Pretrained weights cannot be downloaded on the machine that generated this page. With the weights",
+        "(HuggingFace `facebook/wav2vec2-base`, short name `wav2vec_small`), the paper's rows are:",
+        "",
+        "```bash",
+        *user_commands(seeds),
+        "```",
+        "",
+    ]
+    w2 = [(row, rep, cmd) for row, rep, cmd in results if is_w2v2(row)]
+    if w2v2_cache and any(rep for _, rep, _ in w2):
+        lines += [
+            f"**Pipeline check only, not a result:** {w2v2_label}. These numbers say nothing about wav2vec 2.0;",
+            "they show that extraction, the all-layer Dense/LSTM/Fusion heads, the layer weights and the",
+            "report run end to end on the real recordings.",
+            "",
+            "| features | model | normalisation | random-weights run (UAR %) | seeds | wall s | paper, pretrained (UAR %) | command |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row, rep, cmd in w2:
+            ours, n, wall = _cell(rep)
+            lines.append(f"| {row.features} | {row.model} | {row.normalize} | {ours} | {n} | {wall} | {row.paper} | `{cmd}` |")
+        fig_src = ROOT / "runs" / "results" / "w2v2-all-dense-spk" / "layer_weights.png"
+        if fig_src.exists():
+            fig = ROOT / "docs" / "figures" / "layer_weights_random_w2v2.png"
+            fig.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(fig_src, fig)
+            lines += [
+                "",
+                "Layer weights (per layer, mean ± std over seeds), written by the `w2v2-all-dense-spk` command as",
+                "`layer_weights.png` (like the paper's Figure 2); **random weights, so the shape means nothing**:",
+                "",
+                "![layer weights, random-weight wav2vec2](figures/layer_weights_random_w2v2.png)",
+            ]
+    else:
+        lines.append("The wav2vec 2.0 rows were not run here.")
+    lines += [
+        "",
+        "## Other protocols",
+        "",
+        "`ravdess-6fold`, `iemocap-loso`, `emodb-loso` and `cross-corpus:TRAIN->TEST` are implemented and tested",
+        "on synthetic corpora; only RAVDESS is available on the machine that generated this page, so they have no",
+        "rows yet (e.g. `estimators fit --cache cache --features egemaps --cv cross-corpus:ravdess->emodb --seeds 5`).",
+    ]
     vers = next((r["versions"] for _, r, _ in results if r), {})
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()), ""]
     path = ROOT / "docs" / "results.md"
@@ -130,21 +236,29 @@ def write_page(results: list[tuple[Row, dict | None, str]], cache: str) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", required=True)
+    ap.add_argument("--w2v2-cache", default=None, help="cache holding wav2vec2 features for the w2v2 rows")
+    ap.add_argument("--w2v2-label", default=None, help="what that cache's model is (shown on the page)")
     ap.add_argument("--rows", default=None, help="comma-separated row keys (default: all)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--page-only", action="store_true", help="write the page from existing reports, run nothing")
     a = ap.parse_args()
+    if a.w2v2_cache and not a.w2v2_label:
+        ap.error("--w2v2-label is required with --w2v2-cache (say what the model is, e.g. random weights)")
     keys = set(a.rows.split(",")) if a.rows else None
     results = []
     for row in ROWS:
-        if keys is not None and row.key not in keys:
-            rep_path = ROOT / "runs" / "results" / row.key / "report.json"
-            rep = json.loads(rep_path.read_text()) if rep_path.exists() else None
-            results.append((row, rep, shlex.join(command(row, a.cache, a.seeds, rep_path.parent))))
+        cache = a.w2v2_cache if is_w2v2(row) else a.cache
+        out = Path("runs") / "results" / row.key
+        skip = a.page_only or (keys is not None and row.key not in keys) or (is_w2v2(row) and not a.w2v2_cache)
+        if skip:
+            rep_path = ROOT / out / "report.json"
+            rep = json.loads(rep_path.read_text()) if rep_path.exists() and cache else None
+            results.append((row, rep, shlex.join(command(row, cache or "CACHE", a.seeds, out))))
             continue
-        rep, cmd = run_row(row, a.cache, a.seeds, a.force)
+        rep, cmd = run_row(row, cache, a.seeds, a.force)
         results.append((row, rep, cmd))
-    print(write_page(results, a.cache))
+    print(write_page(results, a.cache, a.w2v2_cache, a.w2v2_label, a.seeds))
 
 
 if __name__ == "__main__":

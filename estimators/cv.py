@@ -44,7 +44,7 @@ def describe_cv_forms() -> str:
     from .protocols import list_protocols
 
     names = sorted(set(PROTOCOLS) | set(list_protocols()))
-    return "'groupkfold:K' (K >= 2 folds by speaker), 'logo' (leave one speaker out) or a protocol (" + ", ".join(names) + ")"
+    return "'groupkfold:K' (K >= 2 folds by speaker), 'logo' (leave one speaker out), a protocol (" + ", ".join(names) + ") or 'cross-corpus:TRAIN->TEST'"
 
 
 def make_cv(spec: str, groups: Iterable, y: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -58,8 +58,13 @@ def test_sigkill_at_each_commit_step_then_resume_gives_the_uninterrupted_cache(t
         kills.append(committed)
     # every killed run had committed a shard before its kill, and kept what earlier runs did
     assert all(a < b for a, b in zip(kills, kills[1:])) and kills[0] > 0, kills
+    # a shard renamed into place by a run killed before its manifest named it, with a number
+    # no later run reuses: the resumed run must delete it, not leave it beside the cache
+    stray = cache / "mfcc" / "shard-09999.h5"
+    stray.write_bytes(b"a shard no manifest names")
     r = CliRunner().invoke(main, [str(a) for a in cmd[3:]], catch_exceptions=False)
     assert r.exit_code == 0 and "failed 0" in r.output, r.output
+    assert not stray.exists()
     expected = list(StoreReader(built_cache / "mfcc").ids)[:LIMIT]
     assert check_against_reference(cache, built_cache, STORES, expected) == []
     v = CliRunner().invoke(main, ["verify", str(cache)])

@@ -101,6 +101,9 @@ def _command_line(ctx: click.Context) -> str:
     parts = ["estimators", ctx.info_name]
     for p in ctx.command.params:
         v = ctx.params.get(p.name)
+        if v is False and isinstance(p, click.Option) and p.secondary_opts:
+            parts.append(max(p.secondary_opts, key=len))  # --no-refit
+            continue
         if v is None or v is False:
             continue
         flag = max(p.opts, key=len) if isinstance(p, click.Option) else None
@@ -152,10 +155,11 @@ def _out_dir(out: Path | None, overwrite: bool) -> Path:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default runs/<timestamp>).")
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty --out.")
 @click.option("--n-jobs", type=int, default=1, show_default=True, help="Parallel fits (folds x seeds, or grid points with one fold).")
+@click.option("--refit/--no-refit", default=True, show_default=True, help="Refit the final model on all data and save it in OUT/model (--no-refit: evaluation only).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 @library_errors
-def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec, grid, seeds, hidden, lr, dropout, batch_size, max_epochs, patience, max_frames, device, precision, out, overwrite, n_jobs, quiet):
+def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec, grid, seeds, hidden, lr, dropout, batch_size, max_epochs, patience, max_frames, device, precision, out, overwrite, n_jobs, refit, quiet):
     """Cross-validate a model by speaker, report UAR / WA / macro-F1, refit on all data and save it.
 
     Per fold: normaliser (fitted on the training fold) + estimator, in an sklearn Pipeline;
@@ -304,41 +308,44 @@ def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec
     layer_weights = [list(map(float, w)) for w in lw] if lw else None
 
     # ---- final model on all data
-    if not quiet:
-        click.echo("refitting on all data ...", err=True)
-    final = run_folds(
-        make_pipeline, X, y, groups, [(np.arange(len(X)), np.arange(0))], [0],
-        param_grid=param_grid, task=task, n_jobs=n_jobs, progress=False, keep_pipeline=True,
-    )[0]
-    pipe = final.pipeline
-    est = pipe.named_steps["est"]
-    norm = pipe.named_steps["norm"]
-    mean = scale = None
-    if normalize == "speaker":
-        mean, scale = norm.global_mean_, norm.global_scale_
-    elif normalize == "global":
-        mean, scale = norm.mean_, norm.scale_
     describe = X.describe()
     model_dir = out / "model"
-    extra = {
-        "spec": features,
-        "corpus": fc.corpus,
-        "cache": str(fc.path),
-        "normalization": normalize,
-        "label_map": label_map,
-        "targets": targets,
-        "best_params": final.best_params,
-        "command": command,
-    }
-    save_model(est, model_dir, extra=extra)
-    save_preprocessing(
-        model_dir,
-        Preprocessing(
-            features=describe, spec=features, normalization=normalize, mean=mean, scale=scale,
-            eps=float(getattr(norm, "eps", 1e-8)), label_map=label_map, targets=targets,
-            info={"corpus": fc.corpus, "cache": str(fc.path), "model": model, "command": command},
-        ),
-    )
+    final = None
+    est = est0
+    if refit:
+        if not quiet:
+            click.echo("refitting on all data ...", err=True)
+        final = run_folds(
+            make_pipeline, X, y, groups, [(np.arange(len(X)), np.arange(0))], [0],
+            param_grid=param_grid, task=task, n_jobs=n_jobs, progress=False, keep_pipeline=True,
+        )[0]
+        pipe = final.pipeline
+        est = pipe.named_steps["est"]
+        norm = pipe.named_steps["norm"]
+        mean = scale = None
+        if normalize == "speaker":
+            mean, scale = norm.global_mean_, norm.global_scale_
+        elif normalize == "global":
+            mean, scale = norm.mean_, norm.scale_
+        extra = {
+            "spec": features,
+            "corpus": fc.corpus,
+            "cache": str(fc.path),
+            "normalization": normalize,
+            "label_map": label_map,
+            "targets": targets,
+            "best_params": final.best_params,
+            "command": command,
+        }
+        save_model(est, model_dir, extra=extra)
+        save_preprocessing(
+            model_dir,
+            Preprocessing(
+                features=describe, spec=features, normalization=normalize, mean=mean, scale=scale,
+                eps=float(getattr(norm, "eps", 1e-8)), label_map=label_map, targets=targets,
+                info={"corpus": fc.corpus, "cache": str(fc.path), "model": model, "command": command},
+            ),
+        )
 
     # ---- report and plots
     report = {
@@ -349,7 +356,7 @@ def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec
         "classes": classes,
         "targets": targets,
         "best_params": (
-            {"final": final.best_params, "per_fold": [{"seed": r.seed, "fold": r.fold, "params": r.best_params} for r in results]}
+            {"final": final.best_params if final else None, "per_fold": [{"seed": r.seed, "fold": r.fold, "params": r.best_params} for r in results]}
             if param_grid else None
         ),
         "layer_weights": layer_weights,
@@ -367,7 +374,7 @@ def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec
         "cache": str(fc.path),
         "n_utterances": int(len(X)),
         "n_speakers": int(len(np.unique(groups))),
-        "model_dir": str(model_dir),
+        "model_dir": str(model_dir) if refit else None,
     }
     if cross_data is not None:
         report["cross_corpus"] = {
@@ -392,7 +399,8 @@ def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec
         click.echo("layer_weights.png: the features have a single layer (no trainable layer weights)")
     report["wall_seconds"] = time.perf_counter() - t0
     rep.write_json(out / "report.json", report)
-    click.echo(f"wrote {out}/report.json, model in {model_dir} ({report['wall_seconds']:.1f} s)")
+    where = f"model in {model_dir}" if refit else "no final model (--no-refit)"
+    click.echo(f"wrote {out}/report.json, {where} ({report['wall_seconds']:.1f} s)")
 
 
 # --------------------------------------------------------------------------- predict
@@ -434,7 +442,7 @@ def predict(model_dir, audio, enrol, segment, hop, fmt, device, ssl_model):
         click.echo(table.to_csv(index=False, float_format="%.6g"), nl=False)
     else:
         doc = {
-            "model_dir": str(model_dir),
+            "model_dir": str(model_dir) if refit else None,
             "classes": None if pred.classes is None else [str(c) for c in pred.classes],
             "normalization": {"mode": info["normalization"], "note": info["note"]},
             "failed": info["failed"],

@@ -50,10 +50,10 @@ ROWS = [
     Row("spec-dense-glob", "spectrogram", "dense", "global", "-"),
     Row("mfcc-dense-glob", "mfcc", "dense", "global", "-"),
     Row("logmel-dense-glob", "logmel", "dense", "global", "-"),
-    Row("eg-lstm-spk", "egemaps", "lstm", "speaker", "-"),
-    Row("mfcc-lstm-spk", "mfcc", "lstm", "speaker", "-"),
     Row("eg-cnn-spk", "egemaps", "cnn", "speaker", "-"),
     Row("mfcc-cnn-spk", "mfcc", "cnn", "speaker", "-"),
+    Row("eg-lstm-spk", "egemaps", "lstm", "speaker", "-"),
+    Row("mfcc-lstm-spk", "mfcc", "lstm", "speaker", "-"),
     Row("w2v2-all-dense-spk", "all_layers", "dense", "speaker", "84.3 ± 1.7", "needs wav2vec_small features"),
     Row("w2v2-local-dense-spk", "local_encoder", "dense", "speaker", "65.4 ± 1.7", "needs wav2vec_small features"),
     Row("w2v2-output-dense-spk", "output", "dense", "speaker", "69.0 ± 0.2", "needs wav2vec_small features"),
@@ -68,8 +68,15 @@ def command(row: Row, cache: str, seeds: int, out: Path) -> list[str]:
     return [
         "estimators", "fit", "--cache", cache, "--features", row.features, "--model", row.model,
         "--normalize", row.normalize, "--cv", "ravdess-pepino", "--seeds", str(seeds),
-        "--out", str(out), "--overwrite", "-q",
+        "--out", str(out), "--overwrite", "--no-refit", "-q",
     ]
+
+
+def as_run(cmd: list[str], rep: dict | None) -> list[str]:
+    """The short command, without --no-refit when the report's run refitted (an older run)."""
+    if rep is not None and "--no-refit" not in rep.get("command", ""):
+        return [c for c in cmd if c != "--no-refit"]
+    return cmd
 
 
 def is_w2v2(row: Row) -> bool:
@@ -81,7 +88,8 @@ def run_row(row: Row, cache: str, seeds: int, force: bool) -> tuple[dict | None,
     cmd = command(row, cache, seeds, out)
     rep = ROOT / out / "report.json"
     if rep.exists() and not force:
-        return json.loads(rep.read_text()), shlex.join(cmd)
+        old = json.loads(rep.read_text())
+        return old, shlex.join(as_run(cmd, old))
     t0 = time.perf_counter()
     exe = [sys.executable, "-c", "from cli.estimators import main; main()"] + cmd[1:]
     proc = subprocess.run(exe, cwd=ROOT, capture_output=True, text=True)
@@ -240,23 +248,28 @@ def main() -> None:
     ap.add_argument("--w2v2-label", default=None, help="what that cache's model is (shown on the page)")
     ap.add_argument("--rows", default=None, help="comma-separated row keys (default: all)")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds-for", default="", help="per-row seed counts, e.g. eg-lstm-spk=2,mfcc-cnn-spk=3")
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--page-only", action="store_true", help="write the page from existing reports, run nothing")
     a = ap.parse_args()
     if a.w2v2_cache and not a.w2v2_label:
         ap.error("--w2v2-label is required with --w2v2-cache (say what the model is, e.g. random weights)")
     keys = set(a.rows.split(",")) if a.rows else None
+    per_row = dict((k, int(v)) for k, _, v in (x.partition("=") for x in a.seeds_for.split(",") if x))
     results = []
     for row in ROWS:
+        seeds = per_row.get(row.key, a.seeds)
         cache = a.w2v2_cache if is_w2v2(row) else a.cache
         out = Path("runs") / "results" / row.key
         skip = a.page_only or (keys is not None and row.key not in keys) or (is_w2v2(row) and not a.w2v2_cache)
         if skip:
             rep_path = ROOT / out / "report.json"
             rep = json.loads(rep_path.read_text()) if rep_path.exists() and cache else None
-            results.append((row, rep, shlex.join(command(row, cache or "CACHE", a.seeds, out))))
+            if rep is not None:
+                seeds = len(rep["metrics"]["uar"]["values"])
+            results.append((row, rep, shlex.join(as_run(command(row, cache or "CACHE", seeds, out), rep))))
             continue
-        rep, cmd = run_row(row, cache, a.seeds, a.force)
+        rep, cmd = run_row(row, cache, seeds, a.force)
         results.append((row, rep, cmd))
     print(write_page(results, a.cache, a.w2v2_cache, a.w2v2_label, a.seeds))
 

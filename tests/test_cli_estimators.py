@@ -312,3 +312,13 @@ def test_predict_features_match_cache(mfcc_run, layers_run, built_cache, ravdess
 def test_predict_not_a_model_dir(tmp_path):
     res = run("predict", tmp_path, _write(tmp_path / "a.wav", 1.0))
     assert res.exit_code == 1 and "preprocessing.json" in res.output
+
+
+def test_fit_no_refit_writes_report_without_model(built_cache, tmp_path):
+    out = tmp_path / "norefit"
+    res = run("fit", "--cache", built_cache, "--features", "mfcc", "--cv", "groupkfold:2", "--no-refit", "--out", out, *TINY)
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["model_dir"] is None and not (out / "model").exists()
+    assert "--no-refit" in rep["command"] and len(rep["metrics"]["uar"]["values"]) == 1
+    assert (out / "predictions.csv").exists() and "no final model" in res.output

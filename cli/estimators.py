@@ -450,7 +450,7 @@ def predict(model_dir, audio, enrol, segment, hop, fmt, device, ssl_model):
         click.echo(table.to_csv(index=False, float_format="%.6g"), nl=False)
     else:
         doc = {
-            "model_dir": str(model_dir) if refit else None,
+            "model_dir": str(model_dir),
             "classes": None if pred.classes is None else [str(c) for c in pred.classes],
             "normalization": {"mode": info["normalization"], "note": info["note"]},
             "failed": info["failed"],

@@ -8,14 +8,12 @@ serialising behind it. The model gets length-sorted batches (see
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd

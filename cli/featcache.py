@@ -6,14 +6,6 @@ one clear message and exit status 1 (click's usage errors exit with 2).
 
 from __future__ import annotations
 
-import os
-
-# torch's OpenMP threads spin after every parallel step by default; on a machine whose cores
-# are shared (CI, a busy workstation, two jobs at once) that spinning starved the other
-# threads: a training epoch took 10.2 s instead of 1.2 s (benchmarks/, docs/benchmarks.md).
-# Must be set before torch is imported; an explicit OMP_WAIT_POLICY wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import functools
 import json
 import sys

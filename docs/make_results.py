@@ -193,8 +193,10 @@ def write_page(results: list[tuple[Row, dict | None, str]], cache: str, w2v2_cac
         lines.append(f"| {row.features} | {row.model} | {row.normalize} | {ours} | {n} | {wall} | {row.paper} | {_diff(row, rep)} | `{cmd}` |")
     if any(rep is None for row, rep, _ in results if not is_w2v2(row)):
         lines += ["", "\"not run\": the row's command had not completed when this page was generated (no `report.json`)."]
-    lines += ["", "\"seeds\" differ between rows: rows were run with as many seeds as the session's time allowed (5 for the",
-              "rows the paper reports, 3 or 2 for the others); every count is the one the command in its row used."]
+    counts = sorted({len(rep["metrics"]["uar"]["values"]) for _, rep, _ in results if rep}, reverse=True)
+    if len(counts) > 1:
+        lines += ["", "\"seeds\" differ between rows (" + ", ".join(map(str, counts)) + "): rows were run with as many seeds "
+                  "as the session's time allowed; every count is the one the command in its row used."]
     lines += [
         "",
         "### wav2vec 2.0 features",

@@ -36,6 +36,31 @@ _PRECISIONS = ("fp32", "bf16")
 _bf16_warned = False
 
 
+def _denormals_flushed() -> bool:
+    """Whether this thread already flushes denormal floats to zero."""
+    return torch.tensor([1e-39], dtype=torch.float32).mul(1.0).item() == 0.0
+
+
+@contextlib.contextmanager
+def _flush_denormals(device: torch.device):
+    """Flush denormal floats to zero while training or predicting on a CPU.
+
+    Gradients that fade through many LSTM steps become denormal (below about 1e-38), and
+    x86 CPUs handle those up to 100x slower: the LSTM's backward pass on 100 frames/s
+    features ran 5x slower without this. Values that small change nothing a model
+    learns. The previous setting is restored on exit.
+    """
+    if device.type != "cpu" or _denormals_flushed():
+        yield
+        return
+    changed = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if changed:
+            torch.set_flush_denormal(False)
+
+
 def _is_int(v: Any, low: int = 1) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= low
 
@@ -115,7 +140,7 @@ class BaseSequenceEstimator(TrainingLoop, BaseEstimator):
     @contextlib.contextmanager
     def _seeded(self, seed: int, device: torch.device):
         devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), _flush_denormals(device):
             torch.manual_seed(seed)
             yield
 
@@ -327,7 +352,7 @@ class BaseSequenceEstimator(TrainingLoop, BaseEstimator):
         module.eval()
         plan = self._plan(packed, device)
         outs = []
-        with torch.inference_mode(), self._autocast(device):
+        with torch.inference_mode(), self._autocast(device), _flush_denormals(device):
             for batch in plan.iter_batches(np.arange(len(packed)), int(self.batch_size)):
                 outs.append(module(batch).float().cpu())
         return torch.cat(outs).numpy().astype(np.float64)

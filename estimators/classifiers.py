@@ -190,7 +190,7 @@ class LSTMClassifier(LSTMArch, _ClassifierBase):
 
     Like :class:`DenseClassifier` with the last per-frame dense layer replaced by an LSTM:
     dense layers ``hidden_sizes[:-1]``, then an LSTM with ``hidden_sizes[-1]`` units per
-    direction (sequences packed per batch with ``pack_padded_sequence``), dropout, pooling,
+    direction (run on zero-padded batches; padding never reaches a real frame), dropout, pooling,
     linear output.
 
     Parameters

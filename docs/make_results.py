@@ -54,6 +54,7 @@ ROWS = [
     Row("mfcc-cnn-spk", "mfcc", "cnn", "speaker", "-"),
     Row("eg-lstm-spk", "egemaps", "lstm", "speaker", "-"),
     Row("mfcc-lstm-spk", "mfcc", "lstm", "speaker", "-"),
+    Row("mfcc-eg-fusion-spk", "mfcc+egemaps", "fusion", "speaker", "-"),
     Row("w2v2-all-dense-spk", "all_layers", "dense", "speaker", "84.3 ± 1.7", "needs wav2vec_small features"),
     Row("w2v2-local-dense-spk", "local_encoder", "dense", "speaker", "65.4 ± 1.7", "needs wav2vec_small features"),
     Row("w2v2-output-dense-spk", "output", "dense", "speaker", "69.0 ± 0.2", "needs wav2vec_small features"),
@@ -193,7 +194,7 @@ def write_page(results: list[tuple[Row, dict | None, str]], cache: str, w2v2_cac
         lines.append(f"| {row.features} | {row.model} | {row.normalize} | {ours} | {n} | {wall} | {row.paper} | {_diff(row, rep)} | `{cmd}` |")
     if any(rep is None for row, rep, _ in results if not is_w2v2(row)):
         lines += ["", "\"not run\": the row's command had not completed when this page was generated (no `report.json`)."]
-    counts = sorted({len(rep["metrics"]["uar"]["values"]) for _, rep, _ in results if rep}, reverse=True)
+    counts = sorted({len(rep["metrics"]["uar"]["values"]) for row, rep, _ in results if rep and not is_w2v2(row)}, reverse=True)
     if len(counts) > 1:
         lines += ["", "\"seeds\" differ between rows (" + ", ".join(map(str, counts)) + "): rows were run with as many seeds "
                   "as the session's time allowed; every count is the one the command in its row used."]

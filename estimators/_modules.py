@@ -206,7 +206,8 @@ class FrameNet(nn.Module):
         """LSTM outputs at every real frame, (F, H) -> (F, lstm_size * directions).
 
         Runs on zero-padded batches rather than ``PackedSequence`` (about 10x faster on a
-        CPU, same on a GPU). The result is exact: the forward direction sees the padding
+        CPU; not measured on a GPU, where a bidirectional LSTM pays for its second pass).
+        The result is exact: the forward direction sees the padding
         only after an utterance's last frame (padding on the right), and the backward
         direction, in a second pass, only before its first frame (padding on the left).
         """

@@ -47,8 +47,7 @@ def committed(cache: Path) -> dict[str, int]:
 
 def check_after_kill(cache: Path) -> list[str]:
     """The committed state a kill leaves must verify clean, each utterance at most once."""
-    from featcache.store import StoreReader
-    from featcache.verify import verify_store
+    from featcache.store import StoreReader, verify_store
 
     out = []
     for s in STORES:

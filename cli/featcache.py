@@ -130,6 +130,8 @@ def extract(corpus, data_dir, model, features, cache_dir, precision, device, max
         + (f" ({summary.audio_seconds / summary.wall_seconds:.1f} audio-s/s)" if summary.wall_seconds else "")
         + f", cache size {_human_bytes(summary.cache_bytes)}"
     )
+    for line in summary.rebuilt:
+        click.echo(f"repaired: {line}", err=True)
     for uid, reason in sorted(summary.failed.items()):
         click.echo(f"failed: {uid}: {reason}", err=True)
     if strict and summary.failed:
@@ -199,16 +201,26 @@ def info(path, as_json):
 @library_errors
 def verify(path, quick):
     """Check every shard of a corpus cache (or one store); exit 1 when anything is wrong."""
-    from featcache.verify import verify_cache, verify_store
+    from featcache.store import check_coverage, table_ids, verify_cache, verify_store
 
     if (path / "store.json").exists():
         results = {path.name: verify_store(path, deep=not quick)}
+        cache = path.parent
     else:
         results = verify_cache(path, deep=not quick)
+        cache = path
+    ids = table_ids(cache)
     bad = 0
     for name, problems in results.items():
         if not problems:
-            click.echo(f"{name}: ok")
+            missing = check_coverage(cache / name, ids) if ids is not None else []
+            note = (
+                f" (incomplete: {len(ids) - len(missing)} of {len(ids)} utterances of the corpus table are"
+                " committed or failed; re-run the same extract command to complete it)"
+                if missing
+                else ""
+            )
+            click.echo(f"{name}: ok{note}")
         for p in problems:
             bad += 1
             click.echo(f"PROBLEM {p}")

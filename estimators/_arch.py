@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import _is_int
+from ._base import is_int
 from .errors import InputError, ParameterError
 
 __all__ = ["DenseArch", "LSTMArch", "CNNArch", "FusionArch", "SHARED_PARAMS_DOC"]
@@ -133,12 +133,12 @@ class CNNArch:
     def _check_params(self: Any) -> None:
         super()._check_params()  # type: ignore[misc]
         for name in ("n_filters", "n_blocks", "dense_size"):
-            if not _is_int(getattr(self, name)):
+            if not is_int(getattr(self, name)):
                 raise ParameterError(name, "a positive int", getattr(self, name))
         ks = self.kernel_size
-        if not (isinstance(ks, (tuple, list)) and len(ks) == 2 and all(_is_int(k) for k in ks)):
+        if not (isinstance(ks, (tuple, list)) and len(ks) == 2 and all(is_int(k) for k in ks)):
             raise ParameterError("kernel_size", "a pair of positive ints (frames, features)", ks)
-        if not _is_int(self.batch_size, 2):
+        if not is_int(self.batch_size, 2):
             raise ParameterError("batch_size", "an int >= 2 (batch normalisation)", self.batch_size)
 
     def _check_training_size(self: Any, n_train: int) -> None:

@@ -61,7 +61,7 @@ def _flush_denormals(device: torch.device):
             torch.set_flush_denormal(False)
 
 
-def _is_int(v: Any, low: int = 1) -> bool:
+def is_int(v: Any, low: int = 1) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= low
 
 
@@ -93,7 +93,7 @@ class BaseSequenceEstimator(TrainingLoop, BaseEstimator):
             if (
                 not isinstance(hs, (tuple, list))
                 or len(hs) < self._min_hidden
-                or not all(_is_int(h) for h in hs)
+                or not all(is_int(h) for h in hs)
             ):
                 raise ParameterError(
                     "hidden_sizes", f"a tuple of {self._min_hidden} or more positive ints", hs
@@ -103,7 +103,7 @@ class BaseSequenceEstimator(TrainingLoop, BaseEstimator):
         if not (_is_real(p["lr"]) and p["lr"] > 0):
             raise ParameterError("lr", "a positive number", p["lr"])
         for name in ("batch_size", "max_epochs", "patience"):
-            if not _is_int(p[name]):
+            if not is_int(p[name]):
                 raise ParameterError(name, "a positive int", p[name])
         vf = p["validation_fraction"]
         if vf is not None and not (_is_real(vf) and 0 <= vf < 1):
@@ -111,7 +111,7 @@ class BaseSequenceEstimator(TrainingLoop, BaseEstimator):
         mf = p["max_frames"]
         if mf is None and self._requires_max_frames:
             raise ParameterError("max_frames", f"a positive int for {type(self).__name__}", mf)
-        if mf is not None and not _is_int(mf):
+        if mf is not None and not is_int(mf):
             raise ParameterError("max_frames", "None or a positive int", mf)
         if p["precision"] not in _PRECISIONS:
             raise ParameterError("precision", "'fp32' or 'bf16'", p["precision"])

@@ -17,6 +17,7 @@ __all__ = [
     "StoreMismatchError",
     "SpecError",
     "DownloadError",
+    "IncompleteStoreWarning",
 ]
 
 
@@ -75,3 +76,7 @@ class SpecError(FeatcacheError, ValueError):
 
 class DownloadError(FeatcacheError):
     """A corpus download failed (network, checksum, archive)."""
+
+
+class IncompleteStoreWarning(UserWarning):
+    """A store holds fewer utterances than the corpus table lists (and does not list them as failed)."""

@@ -24,7 +24,8 @@ from featcache.errors import AudioError, FeatcacheError, ParameterError, StoreEr
 from featcache.extractors.base import Extractor
 from featcache.lock import CacheLock
 from featcache.stats import write_speaker_stats
-from featcache.store import FORMAT_VERSION, StoreReader, StoreWriter, atomic_write_json
+from featcache.fileio import atomic_write_json, read_json
+from featcache.store import FORMAT_VERSION, StoreReader, StoreWriter, check_version
 
 __all__ = ["ExtractionSummary", "extract", "build_extractors", "FEATURE_NAMES"]
 
@@ -60,6 +61,7 @@ class ExtractionSummary:
     stores: list[str] = field(default_factory=list)
     cache_path: str = ""
     redone: int = 0
+    rebuilt: list[str] = field(default_factory=list)  # "store: how --repair rebuilt its manifest"
 
 
 def build_extractors(
@@ -234,6 +236,12 @@ def extract(
                 cache / folder, ex.describe(), pipeline_params, shard_size=shard_size, overwrite=overwrite, repair=repair
             )
             summary.redone += len(writers[ex.store_name].dropped)
+            if writers[ex.store_name].rebuilt:
+                rb = writers[ex.store_name].rebuilt
+                summary.rebuilt.append(
+                    f"{folder}: manifest.json rebuilt from {rb['shards']} shard(s) ({rb['reason']});"
+                    f" {len(rb['skipped'])} unreadable or foreign shard file(s) removed"
+                )
         summary.stores = [w.path.name for w in writers.values()]
         # after the stores accepted the parameters: a refused run leaves the table as it was
         try:
@@ -274,12 +282,10 @@ def extract(
 
 def _check_corpus_file(cache: Path) -> None:
     """Refuse to write into a corpus cache made by another featcache format (before touching it)."""
-    from featcache.store import _check_version, _read_json
-
     path = cache / "corpus.json"
     if path.exists():
-        info = _read_json(path)
-        _check_version("corpus cache", path, info.get("format"), info.get("format_version"), "featcache.corpus")
+        info = read_json(path, StoreError)
+        check_version("corpus cache", path, info.get("format"), info.get("format_version"), "featcache.corpus")
 
 
 def _plan(table: pd.DataFrame, writers: dict[str, StoreWriter]) -> list[tuple[str, set[str]]]:

@@ -8,10 +8,10 @@ subset (cross-validation fold, grid point) shares that one copy.
 
 from __future__ import annotations
 
-import json
 import numbers
 import re
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featcache.errors import SpecError, StoreError
+from featcache.errors import IncompleteStoreWarning, SpecError, StoreError
+from featcache.fileio import read_json
 from featcache.packed import Packed, Stream
-from featcache.store import StoreReader, _check_version
+from featcache.store import StoreReader, check_version
 
 __all__ = ["open_cache", "find_caches", "FeatureCache", "FeatureSet", "StreamSpec", "parse_spec"]
 
@@ -145,11 +146,8 @@ class FeatureCache:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        try:
-            self.info = json.loads((self.path / "corpus.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise StoreError(f"{self.path}/corpus.json cannot be read ({e})") from e
-        _check_version(
+        self.info = read_json(self.path / "corpus.json", StoreError)
+        check_version(
             "corpus cache", self.path / "corpus.json", self.info.get("format"), self.info.get("format_version"), "featcache.corpus"
         )
         self.corpus = self.info.get("corpus", self.path.name)
@@ -209,6 +207,8 @@ class FeatureCache:
             A name from :data:`featcache.corpora.LABEL_MAPS` (e.g. ``"ravdess7"``) or a mapping.
         """
         streams = parse_spec(spec, self.stores)
+        for name in dict.fromkeys(s.store for s in streams):
+            self._warn_incomplete(name)
         ids = [uid for uid in self.utterances["id"] if all(uid in self.stores[s.store] for s in streams)]
         fs = FeatureSet(self, streams, np.array([self._row[u] for u in ids], dtype=np.int64), max_frames, label_map, label_column)
         if pooled is None:
@@ -216,6 +216,22 @@ class FeatureCache:
         if pooled != "mean":
             raise SpecError(f"pooled must be None or 'mean'; got {pooled!r}")
         return fs.pooled_mean()
+
+
+    def _warn_incomplete(self, name: str) -> None:
+        """Warn when a store lacks utterances of the table that it does not list as failed."""
+        r = self.stores[name]
+        have = set(r.ids) | set(r.failed)
+        missing = [u for u in self.utterances["id"] if u not in have]
+        if missing:
+            warnings.warn(
+                f"store {name!r} of {self.path} holds {len(r.ids)} of the {len(self.utterances)} utterances"
+                f" of the corpus table; {len(missing)} are neither committed nor recorded as failed"
+                f" (first: {missing[0]}). Only the utterances present are selected. An interrupted run:"
+                " re-run the same extract command; `featcache verify` tells whether shards are damaged.",
+                IncompleteStoreWarning,
+                stacklevel=3,
+            )
 
 
 class FeatureSet:

@@ -6,16 +6,10 @@ import h5py
 import numpy as np
 
 from featcache.errors import StoreError
-from featcache.store import (
-    FORMAT_VERSION,
-    SPEAKERS_FORMAT,
-    StoreReader,
-    _check_version,
-    _fsync_dir,
-    _now,
-)
+from featcache.fileio import fsync_dir
+from featcache.store import FORMAT_VERSION, SPEAKERS_FORMAT, StoreReader, check_version, now
 
-__all__ = ["SpeakerStats", "write_speaker_stats", "read_speaker_stats"]
+__all__ = ["SpeakerStats", "combine_stats", "write_speaker_stats", "read_speaker_stats"]
 
 
 class SpeakerStats:
@@ -74,7 +68,7 @@ def write_speaker_stats(reader: StoreReader, speaker_of: dict[str, str]) -> Spea
     with h5py.File(tmp, "w") as f:
         f.attrs["format"] = SPEAKERS_FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["created"] = _now()
+        f.attrs["created"] = now()
         f.attrs["manifest_token"] = st.token
         f.create_dataset("speakers", data=st.speakers.astype(object), dtype=h5py.string_dtype("utf-8"))
         f.create_dataset("n_utterances", data=st.n_utterances)
@@ -84,7 +78,7 @@ def write_speaker_stats(reader: StoreReader, speaker_of: dict[str, str]) -> Spea
     import os
 
     os.replace(tmp, path)
-    _fsync_dir(reader.path)
+    fsync_dir(reader.path)
     return st
 
 
@@ -98,7 +92,7 @@ def read_speaker_stats(reader: StoreReader, speaker_of: dict[str, str] | None = 
         try:
             with h5py.File(path, "r") as f:
                 fmt = f.attrs.get("format")
-                _check_version("speakers", path, fmt, f.attrs.get("format_version"), SPEAKERS_FORMAT)
+                check_version("speakers", path, fmt, f.attrs.get("format_version"), SPEAKERS_FORMAT)
                 token = f.attrs.get("manifest_token", "")
                 if token == reader.token:
                     return SpeakerStats(
@@ -115,3 +109,23 @@ def read_speaker_stats(reader: StoreReader, speaker_of: dict[str, str] | None = 
     if speaker_of is None:
         raise StoreError(f"{path}: missing or out of date; re-run featcache extract to rebuild it")
     return SpeakerStats.from_store(reader, speaker_of)
+
+
+def combine_stats(n: np.ndarray, s: np.ndarray, q: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Exact mean and (population) std from per-utterance counts, sums and sums of squares.
+
+    Parameters
+    ----------
+    n : ndarray of shape (n_utterances,)
+    s, q : ndarray of shape (n_utterances, ...)
+
+    Returns
+    -------
+    count : float, mean : ndarray (...), std : ndarray (...)
+    """
+    count = float(np.sum(n))
+    if count == 0:
+        raise StoreError("cannot compute statistics of zero frames")
+    mean = np.sum(s, axis=0) / count
+    var = np.maximum(np.sum(q, axis=0) / count - mean * mean, 0.0)
+    return count, mean, np.sqrt(var)

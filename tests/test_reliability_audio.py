@@ -15,8 +15,7 @@ from click.testing import CliRunner
 from cli.featcache import main
 from featcache.extractors.base import Extractor
 from featcache.pipeline import build_extractors, extract
-from featcache.store import StoreReader
-from featcache.verify import verify_store
+from featcache.store import StoreReader, verify_store
 from ssl_fixtures import speechlike
 
 MODEL = "tiny_wav2vec2_0"

@@ -17,8 +17,7 @@ import sys
 import numpy as np
 
 import featcache
-from featcache.store import StoreReader
-from featcache.verify import verify_store
+from featcache.store import StoreReader, verify_store
 from stress.harness import FAULT_POINTS, REPO, Writer, env_for, extract_cmd, in_flight, run_featcache
 
 N_UTTERANCES, SHARD = 16, 4

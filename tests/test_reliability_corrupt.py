@@ -15,8 +15,8 @@ import numpy as np
 from click.testing import CliRunner
 
 from cli.featcache import main
-from featcache.store import Shard, StoreReader, _sha256
-from featcache.verify import verify_store
+from featcache.fileio import sha256_file as _sha256
+from featcache.store import Shard, StoreReader, verify_store
 
 SHARD = 4
 

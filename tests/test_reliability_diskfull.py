@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import featcache.store as store_mod
 from cli.featcache import main
-from featcache.store import StoreReader, parse_faults
+from featcache.store import StoreReader, faults, parse_faults
 from stress.harness import in_flight
 
 SHARD, LIMIT = 4, 16
@@ -58,21 +57,21 @@ def check_rerun_completes(data, tmp_path, built_cache, committed):
 
 @pytest.mark.parametrize("point", ["shard_mid_write", "shard_written", "manifest_mid_write"])
 def test_write_error_stops_with_a_clear_message_and_a_rerun_completes(tmp_path, ravdess_dir, built_cache, monkeypatch, point):
-    monkeypatch.setattr(store_mod, "_FAULTS", parse_faults(f"{point}=enospc@3"))  # full from the 3rd commit on
+    monkeypatch.setattr(faults, "ACTIVE", parse_faults(f"{point}=enospc@3"))  # full from the 3rd commit on
     r = run(*extract_args(ravdess_dir, tmp_path))
     check_stopped_cleanly(r, tmp_path / "ravdess", 2 * SHARD, "No space left on device",
                           "shard-00002.h5" if point != "manifest_mid_write" else "manifest.json")
-    monkeypatch.setattr(store_mod, "_FAULTS", {})  # space freed
+    monkeypatch.setattr(faults, "ACTIVE", {})  # space freed
     check_rerun_completes(ravdess_dir, tmp_path, built_cache, 2 * SHARD)
 
 
 @pytest.mark.parametrize("point", ["shard_mid_write", "manifest_mid_write"])
 def test_a_one_off_write_error_keeps_the_retried_shard_once(tmp_path, ravdess_dir, built_cache, monkeypatch, point):
     # the 3rd commit fails once; while stopping, the run commits what it holds (the retry works)
-    monkeypatch.setattr(store_mod, "_FAULTS", parse_faults(f"{point}=enospc@3-3"))
+    monkeypatch.setattr(faults, "ACTIVE", parse_faults(f"{point}=enospc@3-3"))
     r = run(*extract_args(ravdess_dir, tmp_path))
     check_stopped_cleanly(r, tmp_path / "ravdess", 3 * SHARD, "No space left on device")
-    monkeypatch.setattr(store_mod, "_FAULTS", {})
+    monkeypatch.setattr(faults, "ACTIVE", {})
     check_rerun_completes(ravdess_dir, tmp_path, built_cache, 3 * SHARD)
 
 
@@ -85,7 +84,7 @@ def test_nearly_full_disk_is_refused_before_a_shard_is_started(tmp_path, ravdess
         calls.append(path)
         return usage(10**9, 10**9 - 1000, 1000) if len(calls) > 2 else real(path)
 
-    monkeypatch.setattr(store_mod.shutil, "disk_usage", disk_usage)
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
     r = run(*extract_args(ravdess_dir, tmp_path))
     check_stopped_cleanly(r, tmp_path / "ravdess", 2 * SHARD, "not enough free disk space", "MiB free")
     monkeypatch.undo()

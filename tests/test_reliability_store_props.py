@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from featcache.stats import SpeakerStats
-from featcache.store import StoreReader, StoreWriter, combine_stats
+from featcache.stats import combine_stats
+from featcache.store import StoreReader, StoreWriter
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from featcache.errors import StoreError, StoreMismatchError
 from featcache.stats import SpeakerStats, read_speaker_stats, write_speaker_stats
-from featcache.store import StoreReader, StoreWriter, combine_stats
-from featcache.verify import verify_store
+from featcache.stats import combine_stats
+from featcache.store import StoreReader, StoreWriter, verify_store
 
 
 def desc(n_layers=2, dim=3, dtype="float32", **params):

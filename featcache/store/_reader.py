@@ -1,0 +1,203 @@
+"""Reading committed stores: :class:`StoreReader` over a manifest, :class:`Shard` over one file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from featcache.errors import StoreError
+from featcache.store._format import (
+    SHARD_FORMAT,
+    check_version,
+    load_manifest,
+    load_store_info,
+    shard_path,
+)
+
+__all__ = ["Shard", "StoreReader"]
+
+
+class Shard:
+    """Read access to one committed shard.
+
+    Frame data is memory-mapped (``numpy.memmap``) straight from the HDF5 file, which the
+    writer keeps contiguous and uncompressed; nothing is read until it is accessed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            with h5py.File(self.path, "r") as f:
+                check_version("shard", self.path, _attr(f, "format"), _attr(f, "format_version"), SHARD_FORMAT)
+                self.ids = [x.decode() if isinstance(x, bytes) else x for x in f["ids"][()]]
+                self.offsets = f["offsets"][()].astype(np.int64)
+                self.original_seconds = f["original_seconds"][()]
+                self.used_seconds = f["used_seconds"][()]
+                self.n_layers = int(f.attrs["n_layers"])
+                self.dim = int(f.attrs["dim"])
+                dtype = _attr(f, "dtype")
+                if dtype not in ("float16", "float32", "float64"):
+                    raise StoreError(f"{self.path}: dtype attribute must be float16, float32 or float64; got {dtype!r}")
+                self.dtype = np.dtype(dtype)
+                self._layout = []
+                for layer in range(self.n_layers):
+                    d = f["layers"][f"{layer:02d}"]
+                    off = d.id.get_offset()
+                    if d.chunks is not None or off is None:
+                        raise StoreError(f"{self.path}: layer {layer} is not contiguous")
+                    self._layout.append((int(off), tuple(d.shape)))
+        except StoreError:
+            raise
+        except (OSError, KeyError, ValueError) as e:
+            raise StoreError(f"{self.path}: unreadable or corrupt shard ({e})") from e
+        if len(self.offsets) != len(self.ids) + 1 or np.any(np.diff(self.offsets) < 1):
+            raise StoreError(f"{self.path}: corrupt offsets index")
+        size = self.path.stat().st_size
+        for off, shape in self._layout:
+            if shape != (int(self.offsets[-1]), self.dim) or off + shape[0] * shape[1] * self.dtype.itemsize > size:
+                raise StoreError(f"{self.path}: truncated or inconsistent layer data")
+        self._maps: dict[int, np.memmap] = {}
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.offsets[-1])
+
+    def layer(self, k: int) -> np.ndarray:
+        """All frames of layer ``k``, shape (n_frames, dim), memory-mapped (read-only)."""
+        if k not in self._maps:
+            off, shape = self._layout[k]
+            self._maps[k] = np.memmap(self.path, dtype=self.dtype, mode="r", offset=off, shape=shape)
+        return self._maps[k]
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-utterance float64 ``(sum, sumsq)``, each of shape (n_utterances, n_layers, dim)."""
+        with h5py.File(self.path, "r") as f:
+            return f["stats/sum"][()], f["stats/sumsq"][()]
+
+    def check_data(self) -> list[str]:
+        """Re-compute per-utterance sums from the frames and compare with the stored ones."""
+        problems = []
+        sums, _ = self.stats()
+        for k in range(self.n_layers):
+            d = np.asarray(self.layer(k), dtype=np.float64)
+            if not np.all(np.isfinite(d)):
+                problems.append(f"layer {k} holds NaN or infinite values")
+            got = np.add.reduceat(d, self.offsets[:-1], axis=0)
+            if not np.allclose(got, sums[:, k], rtol=1e-6, atol=1e-6):
+                problems.append(f"layer {k} does not match its stored statistics")
+        return problems
+
+
+def _attr(f: h5py.File, name: str) -> Any:
+    v = f.attrs.get(name)
+    return v.decode() if isinstance(v, bytes) else v
+
+
+class StoreReader:
+    """Read access to a committed store (what its manifest names; never a half-written shard).
+
+    Attributes
+    ----------
+    info : dict
+        ``store.json``.
+    manifest : dict
+        ``manifest.json`` as read when the reader was made.
+    ids : list of str
+        Committed utterance ids, in store order.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.info = load_store_info(self.path)
+        self.manifest = load_manifest(self.path)
+        ext = self.info["extractor"]
+        self.n_layers = int(ext["n_layers"])
+        self.dim = int(ext["dim"])
+        self.frame_rate = float(ext["frame_rate"])
+        self.dtype = np.dtype(ext["dtype"])
+        self.ids: list[str] = []
+        self._where: dict[str, tuple[int, int]] = {}
+        self.n_frames_of: dict[str, int] = {}
+        for si, s in enumerate(self.manifest["shards"]):
+            for row, uid in enumerate(s["ids"]):
+                self._where[uid] = (si, row)
+                self.ids.append(uid)
+        self._shards: dict[int, Shard] = {}
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def token(self) -> str:
+        """Changes whenever a shard is committed (for caching loaded data)."""
+        return str(self.manifest.get("token", ""))
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return dict(self.manifest.get("failed", {}))
+
+    def shard(self, si: int) -> Shard:
+        if si not in self._shards:
+            entry = self.manifest["shards"][si]
+            p = shard_path(self.path, entry["file"])
+            if not p.exists():
+                raise StoreError(f"{p}: shard named in the manifest is missing (run featcache verify)")
+            sh = Shard(p)
+            if sh.ids != list(entry["ids"]):
+                raise StoreError(f"{p}: ids differ from the manifest (run featcache verify)")
+            if (sh.n_layers, sh.dim, sh.dtype) != (self.n_layers, self.dim, self.dtype):
+                raise StoreError(
+                    f"{p}: holds {sh.n_layers} layers x {sh.dim} {sh.dtype}, store.json says"
+                    f" {self.n_layers} x {self.dim} {self.dtype} (run featcache verify)"
+                )
+            self._shards[si] = sh
+        return self._shards[si]
+
+    def locate(self, uid: str) -> tuple[int, int]:
+        """(shard index, row) of an utterance."""
+        try:
+            return self._where[uid]
+        except KeyError:
+            raise StoreError(f"utterance {uid!r} is not in store {self.path}") from None
+
+    def __contains__(self, uid: str) -> bool:
+        return uid in self._where
+
+    def frames(self, uid: str, layers: list[int] | None = None) -> np.ndarray:
+        """Frames of one utterance, shape (n_frames, n_selected_layers, dim), in the store's dtype."""
+        si, row = self.locate(uid)
+        sh = self.shard(si)
+        a, b = int(sh.offsets[row]), int(sh.offsets[row + 1])
+        layers = list(range(self.n_layers)) if layers is None else layers
+        return np.stack([sh.layer(k)[a:b] for k in layers], axis=1)
+
+    def lengths(self) -> dict[str, int]:
+        """Frames per committed utterance."""
+        out = {}
+        for si, s in enumerate(self.manifest["shards"]):
+            sh = self.shard(si)
+            for uid, n in zip(sh.ids, np.diff(sh.offsets)):
+                out[uid] = int(n)
+        return out
+
+    def utterance_stats(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """Per-utterance ``(ids, n_frames (n,), sum (n, L, D), sumsq (n, L, D))`` in float64."""
+        ids, ns, sums, sqs = [], [], [], []
+        for si in range(len(self.manifest["shards"])):
+            sh = self.shard(si)
+            s, q = sh.stats()
+            ids += sh.ids
+            ns.append(np.diff(sh.offsets))
+            sums.append(s)
+            sqs.append(q)
+        if not ids:
+            z = np.zeros((0, self.n_layers, self.dim))
+            return [], np.zeros(0, np.int64), z, z
+        return ids, np.concatenate(ns), np.concatenate(sums), np.concatenate(sqs)
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())

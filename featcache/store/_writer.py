@@ -1,0 +1,455 @@
+"""Writing stores: :class:`StoreWriter` appends utterances a shard at a time, crash-safely.
+
+Each commit writes ``shard-NNNNN.h5.tmp``, fsyncs it, renames it into place, then replaces
+``manifest.json`` atomically: a reader only ever sees complete shards, and a process killed
+at any moment loses at most the shard being filled. Nothing outside the store folder is
+ever written or deleted: every name acted on is the store's own (``shard-NNNNN.h5``,
+``store.json``, ``manifest.json``, their ``.tmp``), checked by :mod:`featcache.store._format`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import h5py
+import numpy as np
+
+from featcache.errors import StoreError, StoreMismatchError
+from featcache.fileio import atomic_write_json, fsync_dir, sha256_file
+from featcache.store import faults
+from featcache.store._repair import rebuild_entries
+from featcache.store._verify import unnamed_shards, verify_store
+from featcache.store._format import (
+    FORMAT_VERSION,
+    SHARD_FORMAT,
+    SHARD_NAME,
+    STORE_FORMAT,
+    compare_params,
+    empty_manifest,
+    load_manifest,
+    load_store_info,
+    now,
+    shard_path,
+    strip_versions,
+)
+
+__all__ = ["StoreWriter", "write_shard"]
+
+
+@dataclass
+class _Pending:
+    ids: list[str] = field(default_factory=list)
+    arrays: list[np.ndarray] = field(default_factory=list)  # (L, frames, D) each
+    original_seconds: list[float] = field(default_factory=list)
+    used_seconds: list[float] = field(default_factory=list)
+    nbytes: int = 0
+
+
+class StoreWriter:
+    """Appends utterances to a store, committing a shard at a time.
+
+    Parameters
+    ----------
+    path : Path
+        The store folder (created if missing).
+    description : dict
+        ``Extractor.describe()`` of the extractor (must hold ``n_layers``, ``dim``,
+        ``dtype``, ``frame_rate``, ``params``).
+    pipeline : dict
+        Parameters of the pipeline that change the features (``max_seconds``).
+    shard_size : int
+        Most utterances per shard.
+    shard_bytes : int
+        Most bytes of frame data per shard (whichever limit comes first).
+    overwrite : bool
+        Delete an existing store made with other parameters instead of refusing.
+
+    Notes
+    -----
+    Locking is done by the caller (one lock per corpus cache, see
+    :mod:`featcache.pipeline`). Killing the process at any moment loses at most the
+    utterances of the shard being filled; a re-run skips every committed utterance.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        description: dict,
+        pipeline: dict,
+        *,
+        shard_size: int = 256,
+        shard_bytes: int = 1 << 30,
+        overwrite: bool = False,
+        repair: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.description = description
+        self.pipeline = pipeline
+        self.shard_size = int(shard_size)
+        self.shard_bytes = int(shard_bytes)
+        self.n_layers = int(description["n_layers"])
+        self.dim = int(description["dim"])
+        self.dtype = np.dtype(description["dtype"])
+        self._pending = _Pending()
+        self.dropped: list[str] = []
+        self.rebuilt: dict | None = None  # what --repair rebuilt the manifest from, if it did
+        self._open(overwrite, repair)
+
+    # -- set-up
+    def _open(self, overwrite: bool, repair: bool) -> None:
+        if self.path.is_symlink():
+            raise StoreError(f"{self.path} is a symbolic link; a store must be a real folder inside its cache")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot create the store folder ({e.strerror or e})") from e
+        info_path = self.path / "store.json"
+        wanted = {"extractor": strip_versions(self.description), "pipeline": self.pipeline}
+        if info_path.exists():
+            info = load_store_info(self.path)
+            have = {"extractor": strip_versions(info["extractor"]), "pipeline": info.get("pipeline", {})}
+            diff = compare_params(have, wanted)
+            if diff and not overwrite:
+                raise StoreMismatchError(
+                    f"{self.path} holds features made with other parameters:\n  "
+                    + "\n  ".join(diff)
+                    + "\n(left: in the store, right: asked for). Use --overwrite to replace the"
+                    " store, or --name to write another one."
+                )
+            if diff and overwrite:
+                self._wipe()
+        if not info_path.exists():
+            atomic_write_json(
+                info_path,
+                {
+                    "format": STORE_FORMAT,
+                    "format_version": FORMAT_VERSION,
+                    "created": now(),
+                    "extractor": self.description,
+                    "pipeline": self.pipeline,
+                },
+            )
+        self.manifest = self._load_manifest(repair)
+        self._drop_bad_shards(deep=repair)
+        self._remove_orphans()
+
+    def _shard_files(self) -> list[Path]:
+        """The store's own shard files (``shard-NNNNN.h5``), in name order."""
+        return sorted(p for p in self.path.iterdir() if SHARD_NAME.fullmatch(p.name) and p.is_file())
+
+    def _load_manifest(self, repair: bool) -> dict:
+        """The committed manifest; with ``repair``, rebuilt from the shards when lost, cut or corrupt.
+
+        A crash leaves at most one shard that the manifest does not name (deleted as an
+        orphan). More than one means the manifest was lost or cut: refusing keeps those
+        shards for ``--repair`` instead of deleting them.
+        """
+        try:
+            manifest = load_manifest(self.path)
+        except StoreMismatchError:
+            raise
+        except StoreError as e:
+            if not repair:
+                raise StoreError(
+                    f"{e}. Re-run the same command with --repair to rebuild manifest.json from the shards"
+                    " (each shard describes itself; nothing else is deleted)."
+                ) from e
+            return self._rebuild_manifest(f"manifest.json unusable ({e})", {})
+        unnamed = unnamed_shards(self.path, manifest)
+        if unnamed and repair:
+            return self._rebuild_manifest(f"{len(unnamed)} shard file(s) not named by manifest.json", manifest["failed"])
+        if len(unnamed) > 1:
+            what = "is missing" if not (self.path / "manifest.json").exists() else "does not name them (lost or cut)"
+            raise StoreError(
+                f"{self.path}: {len(unnamed)} shard files ({unnamed[0]}...) are present but manifest.json {what}."
+                " Re-run the same command with --repair to rebuild it from the shards, or with"
+                " --overwrite to start the store again."
+            )
+        return manifest
+
+    def _rebuild_manifest(self, why: str, failed: dict) -> dict:
+        """Name every readable shard of this extractor in a new manifest (see :func:`rebuild_entries`)."""
+        files = sorted(p for p in self.path.iterdir() if SHARD_NAME.fullmatch(p.name) and p.is_file())
+        entries, skipped = rebuild_entries(files, self.description)
+        adopted = {i for e in entries for i in e["ids"]}
+        self.rebuilt = {"reason": why, "shards": len(entries), "skipped": skipped}
+        self.manifest = empty_manifest()
+        self._save_manifest(
+            dict(self.manifest, shards=entries, failed={k: v for k, v in failed.items() if k not in adopted})
+        )
+        return self.manifest
+
+    def _drop_bad_shards(self, deep: bool) -> None:
+        """Forget committed shards that are missing or damaged, so their utterances are redone.
+
+        Without ``deep`` only existence and size are checked (cheap, every run); with it
+        (``--repair``) every check of :func:`featcache.store.verify_store`.
+        """
+        bad: dict[str, str] = {}
+        if deep:
+            for prob in verify_store(self.path, deep=True):
+                if SHARD_NAME.fullmatch(prob.where):  # only the store's own shards are ever deleted
+                    bad.setdefault(prob.where, prob.message)
+        else:
+            for s in self.manifest["shards"]:
+                p = shard_path(self.path, s["file"])
+                if not p.exists():
+                    bad[s["file"]] = "missing"
+                elif p.stat().st_size != s["size"]:
+                    bad[s["file"]] = "truncated"
+        if not bad:
+            return
+        keep = []
+        for s in self.manifest["shards"]:
+            if s["file"] in bad:
+                self.dropped += list(s["ids"])
+            else:
+                keep.append(s)
+        self.manifest["shards"] = keep
+        self._save_manifest()
+        for name in bad:
+            shard_path(self.path, name).unlink(missing_ok=True)
+
+    def _wipe(self) -> None:
+        """Delete the store's own files (``--overwrite``): shards, its JSON files, temporaries."""
+        own = {"store.json", "manifest.json", "speakers.h5"}
+        for p in self.path.iterdir():
+            name = p.name[:-4] if p.name.endswith(".tmp") else p.name
+            if (name in own or SHARD_NAME.fullmatch(name)) and (p.is_file() or p.is_symlink()):
+                p.unlink()
+        fsync_dir(self.path)
+
+    def _remove_orphans(self) -> None:
+        """Delete shard files that no committed manifest names (a run killed mid-commit)."""
+        named = {s["file"] for s in self.manifest["shards"]}
+        for p in self.path.glob("shard-*"):
+            stem = p.name[:-4] if p.name.endswith(".tmp") else p.name
+            if p.name not in named and SHARD_NAME.fullmatch(stem) and (p.is_file() or p.is_symlink()):
+                p.unlink()
+
+    # -- state
+    @property
+    def done_ids(self) -> set[str]:
+        """Ids of committed utterances."""
+        return {i for s in self.manifest["shards"] for i in s["ids"]}
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Failed utterance id → reason."""
+        return dict(self.manifest["failed"])
+
+    def _next_index(self) -> int:
+        used = [int(s["file"][6:11]) for s in self.manifest["shards"]]
+        return max(used) + 1 if used else 0
+
+    # -- appending
+    def add(self, uid: str, features: np.ndarray, original_seconds: float, used_seconds: float) -> None:
+        """Queue one utterance; commits a shard when the limits are reached.
+
+        Parameters
+        ----------
+        uid : str
+            Utterance id.
+        features : ndarray of shape (n_frames, dim) or (n_layers, n_frames, dim)
+            The extractor's output.
+        """
+        x = np.asarray(features)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3 or x.shape[0] != self.n_layers or x.shape[2] != self.dim or x.shape[1] < 1:
+            raise StoreError(
+                f"{uid}: features of shape {features.shape} do not fit store {self.path.name}"
+                f" (expected (n_frames>=1, {self.dim}) per layer, {self.n_layers} layers)"
+            )
+        p = self._pending
+        p.ids.append(uid)
+        p.arrays.append(x)
+        p.original_seconds.append(float(original_seconds))
+        p.used_seconds.append(float(used_seconds))
+        p.nbytes += x.shape[0] * x.shape[1] * x.shape[2] * self.dtype.itemsize
+        if len(p.ids) >= self.shard_size or p.nbytes >= self.shard_bytes:
+            self.commit()
+
+    def add_failure(self, uid: str, reason: str) -> None:
+        """Record that ``uid`` could not be extracted (saved with the next commit)."""
+        self.manifest["failed"][uid] = reason
+        self._failures_dirty = True
+
+    @property
+    def pending(self) -> int:
+        """Utterances queued but not committed."""
+        return len(self._pending.ids)
+
+    def commit(self) -> None:
+        """Write the queued utterances as one shard and update the manifest atomically.
+
+        Raises
+        ------
+        StoreError
+            Not enough free disk space for the shard, or writing it or the manifest failed
+            (full disk, I/O error). Committed shards and ``manifest.json`` are left as they
+            were; the queued utterances stay queued (a later ``commit`` retries them).
+        """
+        p = self._pending
+        if not p.ids:
+            if getattr(self, "_failures_dirty", False):
+                self._save_manifest()
+            return
+        index = self._next_index()
+        name = f"shard-{index:05d}.h5"
+        final = self.path / name
+        tmp = self.path / (name + ".tmp")
+        self._check_free_space(name, p)
+        try:
+            n_frames = write_shard(
+                tmp,
+                ids=p.ids,
+                arrays=p.arrays,
+                original_seconds=p.original_seconds,
+                used_seconds=p.used_seconds,
+                dtype=self.dtype,
+                attrs={
+                    "store": self.path.name,
+                    "extractor": json.dumps(self.description, sort_keys=True),
+                    "n_layers": self.n_layers,
+                    "dim": self.dim,
+                    "frame_rate": float(self.description["frame_rate"]),
+                    "shard_index": index,
+                },
+            )
+            if faults.ACTIVE:
+                faults.hit("shard_written")
+            os.replace(tmp, final)
+        except (OSError, RuntimeError) as e:  # h5py reports some write errors as RuntimeError
+            tmp.unlink(missing_ok=True)
+            raise self._write_error(name, e) from e
+        fsync_dir(self.path)
+        if faults.ACTIVE:
+            faults.hit("shard_renamed")
+        entry = {
+            "file": name,
+            "ids": list(p.ids),
+            "n_utterances": len(p.ids),
+            "n_frames": int(n_frames),
+            "size": final.stat().st_size,
+            "sha256": sha256_file(final),
+        }
+        # the new manifest replaces the current one only once it is on disk: a failed write
+        # leaves both as they were (and the renamed shard an orphan, deleted by the next run)
+        manifest = dict(self.manifest, shards=[*self.manifest["shards"], entry], failed=dict(self.manifest["failed"]))
+        for uid in p.ids:
+            manifest["failed"].pop(uid, None)
+        try:
+            self._save_manifest(manifest)
+        except StoreError:
+            final.unlink(missing_ok=True)
+            raise
+        self._pending = _Pending()
+
+    def _check_free_space(self, name: str, p: _Pending) -> None:
+        """Refuse to start a shard the file system has no room for.
+
+        HDF5 does not always survive a failed write (on some versions the process crashes),
+        so a full disk is best caught before the shard is started.
+        """
+        n_values = len(p.ids) * self.n_layers * self.dim
+        need = p.nbytes + 2 * 8 * n_values + 64 * len(p.ids) + (1 << 20)
+        try:
+            free = shutil.disk_usage(self.path).free
+        except OSError:
+            return
+        if free < need:
+            raise StoreError(
+                f"{self.path}: not enough free disk space to write {name}: about {need / 2**20:.1f} MiB"
+                f" needed, {free / 2**20:.1f} MiB free. Utterances committed so far are kept;"
+                " free some space and re-run the same command to extract the rest."
+            )
+
+    def _write_error(self, what: str, e: BaseException) -> StoreError:
+        return StoreError(
+            f"{self.path}: writing {what} failed ({e}). Utterances committed so far are kept"
+            " (featcache verify checks them); free disk space or fix the cause and re-run the"
+            " same command to extract the rest."
+        )
+
+    def _save_manifest(self, manifest: dict | None = None) -> None:
+        """Write ``manifest`` (default: the current one) atomically, then make it current."""
+        m = dict(self.manifest if manifest is None else manifest)
+        m["updated"] = now()
+        m["token"] = hashlib.sha1(json.dumps([s["sha256"] for s in m["shards"]]).encode()).hexdigest()
+        try:
+            atomic_write_json(self.path / "manifest.json", m, midway=_midway("manifest_mid_write"))
+        except OSError as e:
+            raise self._write_error("manifest.json", e) from e
+        self.manifest = m
+        self._failures_dirty = False
+
+    def close(self) -> None:
+        """Commit what is queued."""
+        self.commit()
+
+
+def write_shard(
+    path: Path,
+    *,
+    ids: list[str],
+    arrays: list[np.ndarray],
+    original_seconds: Iterable[float],
+    used_seconds: Iterable[float],
+    dtype: np.dtype,
+    attrs: dict,
+) -> int:
+    """Write one shard file (see the README for the layout); returns its number of frames.
+
+    Parameters
+    ----------
+    arrays : list of ndarray of shape (n_layers, n_frames_i, dim)
+        Features of each utterance, in the order of ``ids``.
+    """
+    lengths = np.array([a.shape[1] for a in arrays], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    n_layers, dim = arrays[0].shape[0], arrays[0].shape[2]
+    with h5py.File(path, "w", libver="latest") as f:
+        f.attrs["format"] = SHARD_FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["created"] = now()
+        f.attrs["dtype"] = np.dtype(dtype).name
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+        f.create_dataset("offsets", data=offsets)
+        f.create_dataset("original_seconds", data=np.asarray(list(original_seconds), dtype=np.float64))
+        f.create_dataset("used_seconds", data=np.asarray(list(used_seconds), dtype=np.float64))
+        g = f.create_group("layers")
+        s = f.create_group("stats")
+        sums = np.empty((len(arrays), n_layers, dim), dtype=np.float64)
+        sumsq = np.empty_like(sums)
+        for layer in range(n_layers):
+            data = np.concatenate([a[layer] for a in arrays], axis=0).astype(dtype, copy=False)
+            g.create_dataset(f"{layer:02d}", data=data)  # contiguous, uncompressed: memory-mappable
+            if layer == 0 and faults.ACTIVE:
+                f.flush()
+                faults.hit("shard_mid_write")
+            # statistics of the values as stored (after the cast), in float64
+            d64 = data.astype(np.float64)
+            sums[:, layer] = np.add.reduceat(d64, offsets[:-1], axis=0)
+            sumsq[:, layer] = np.add.reduceat(d64 * d64, offsets[:-1], axis=0)
+        s.create_dataset("sum", data=sums)
+        s.create_dataset("sumsq", data=sumsq)
+        f.flush()
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+    return int(offsets[-1])
+
+
+def _midway(point: str):
+    """The fault hook between the two halves of an atomic write (None unless a test set one)."""
+    return (lambda: faults.hit(point)) if faults.ACTIVE else None
+
+

@@ -184,7 +184,7 @@ def info(path, as_json):
     click.echo(f"{out['path']}  corpus {out['corpus']}: {out['n_utterances']} utterances, {out['n_speakers']} speakers")
     click.echo("labels: " + ", ".join(f"{k} {v}" for k, v in out["labels"].items()))
     for p in out["problems"]:
-        click.echo(f"file name not understood: {p[0]} ({p[1]})")
+        click.echo(f"left out: {p[0]} ({p[1]})")
     for name, s in stores.items():
         click.echo(
             f"- {name}: {s['extractor']}, {s['n_layers']} layer(s) x {s['dim']} at {s['frame_rate']:g} frames/s "

@@ -409,7 +409,7 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_csv_manifest(manifest: Path) -> None:
     corpus = get_corpus("csv")
-    with pytest.warns(CorpusWarning, match=r"^1 file\(s\)"):
+    with pytest.warns(CorpusWarning, match=r"^2 file\(s\)"):
         scan = corpus.scan(manifest / "manifest.csv")
     t = scan.table
     assert list(t.columns) == [*BASE, "valence", "arousal", "split", "duration"]
@@ -417,19 +417,23 @@ def test_csv_manifest(manifest: Path) -> None:
     outside = t["path"].iloc[0]
     assert Path(outside).is_absolute() and outside.endswith("/d.wav")
     assert t["id"].iloc[0] == outside.removesuffix(".wav")
-    assert t["path"].tolist()[1:] == ["audio/a.wav", "audio/b.flac", "sub/c.wav"]
-    assert t["id"].tolist()[1:] == ["audio/a", "audio/b", "sub/c"]
-    assert t["speaker"].tolist() == ["s3", "s1", "s2", "s1"]
-    assert t["label"].tolist()[:2] == ["happy", "happy"] and pd.isna(t["label"].iloc[2])
+    # b.flac (empty label and arousal cells) is left out and listed (issue 18)
+    assert t["path"].tolist()[1:] == ["audio/a.wav", "sub/c.wav"]
+    assert t["id"].tolist()[1:] == ["audio/a", "sub/c"]
+    assert t["speaker"].tolist() == ["s3", "s1", "s1"]
+    assert t["label"].tolist() == ["happy", "happy", "sad"]
     assert t["valence"].dtype == np.float64 and t["arousal"].dtype == np.float64
-    assert t["valence"].tolist() == [1.0, 0.75, 0.25, -0.5]
-    assert math.isnan(t["arousal"].iloc[2])
-    assert t["split"].tolist() == ["test", "train", "test", "train"]
-    assert t["duration"].tolist() == pytest.approx([0.25, 0.25, 0.5, 0.125])
+    assert t["valence"].tolist() == [1.0, 0.75, -0.5]
+    assert t["arousal"].tolist() == [1.0, 0.5, 0.125]
+    assert t["split"].tolist() == ["test", "train", "train"]
+    assert t["duration"].tolist() == pytest.approx([0.25, 0.25, 0.125])
     for rel in t["path"]:
         assert corpus.resolve(manifest / "manifest.csv", rel).is_file()
         assert corpus.resolve(manifest, rel).is_file()
-    assert scan.problems == [("audio/missing.wav", "file does not exist (manifest.csv line 6)")]
+    assert scan.problems == [
+        ("audio/b.flac", "missing value in column(s) label, arousal (manifest.csv line 3)"),
+        ("audio/missing.wav", "file does not exist (manifest.csv line 6)"),
+    ]
     # The folder designates its manifest.csv: same table.
     with pytest.warns(CorpusWarning):
         pd.testing.assert_frame_equal(corpus.scan(manifest).table, t)

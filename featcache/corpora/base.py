@@ -16,18 +16,16 @@ use one shared vocabulary, so that cross-corpus experiments need no renaming:
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
-import soundfile
 
+from featcache.corpora.files import AUDIO_EXTENSIONS, audio_duration, display_name, iter_audio_files
 from featcache.errors import CorpusError, ParameterError
 
 __all__ = [
@@ -38,20 +36,15 @@ __all__ = [
     "CorpusWarning",
     "FileNameCorpus",
     "Unparsable",
+    "display_name",
     "get_corpus",
+    "iter_audio_files",
     "list_corpora",
     "register_corpus",
 ]
 
-#: Extensions (lower case) of the audio files the loaders look for; matched case-insensitively.
-AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac")
-
 #: The first columns of every corpus table, in this order.
 BASE_COLUMNS: tuple[str, ...] = ("id", "path", "speaker", "label")
-
-#: Folders never searched: hidden ones and the resource forks macOS adds to zip files.
-_SKIPPED_DIRS = frozenset({"__MACOSX"})
-
 
 class CorpusWarning(UserWarning):
     """Some files of a corpus folder could not be used (see :attr:`CorpusScan.problems`)."""
@@ -82,7 +75,11 @@ class CorpusScan:
           be read (the extraction stage reports such files).
     problems : list of (str, str)
         ``(relative path, reason)`` for every file that looks like a corpus file but
-        cannot be used (name does not parse, no label, duplicate...).
+        cannot be used (name does not parse, no label, an empty label or target cell,
+        not a regular file, a name that is not valid UTF-8...) and every sub-folder
+        whose files were left out (cannot be listed, a name that is not UTF-8, a
+        symbolic link). Paths are valid UTF-8: bytes that are not are shown as
+        ``\\xff`` escapes (:func:`display_name`).
     dropped : dict of str to int
         Utterances left out on purpose, counted by original label (e.g. IEMOCAP
         ``{"fru": 1849, "xxx": 2507, ...}``).
@@ -208,7 +205,8 @@ class FileNameCorpus(Corpus):
     """A corpus whose labels and fields are all coded in the audio file paths.
 
     Subclasses implement :meth:`parse`; :meth:`scan` searches ``data_dir`` recursively
-    for ``.wav``/``.flac`` files (hidden files and ``__MACOSX`` folders skipped).
+    for ``.wav``/``.flac`` files (hidden files and ``__MACOSX`` folders skipped; see
+    :func:`iter_audio_files` for what else is left out, and listed in the problems).
     """
 
     def parse(self, rel_path: PurePosixPath) -> dict[str, Any]:
@@ -224,7 +222,7 @@ class FileNameCorpus(Corpus):
         self._check_folder(data_dir)
         rows: list[dict[str, Any]] = []
         problems: list[tuple[str, str]] = []
-        for rel in iter_audio_files(data_dir):
+        for rel in iter_audio_files(data_dir, problems):
             try:
                 row = self.parse(rel)
             except Unparsable as exc:
@@ -233,29 +231,6 @@ class FileNameCorpus(Corpus):
             row["path"] = rel.as_posix()
             rows.append(row)
         return self._finish(data_dir, rows, problems)
-
-
-def iter_audio_files(data_dir: Path) -> Iterator[PurePosixPath]:
-    """Relative paths of the audio files under ``data_dir``, in sorted order."""
-    for root, dirs, files in os.walk(data_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS)
-        rel_root = PurePosixPath(Path(root).relative_to(data_dir).as_posix())
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
-                yield rel_root / name
-
-
-def audio_duration(path: Path) -> float:
-    """Duration in seconds from the header of ``path``; NaN when it cannot be read."""
-    try:
-        info = soundfile.info(str(path))
-    except Exception:  # noqa: BLE001 - any unreadable header; reported later by extraction
-        return math.nan
-    if not info.samplerate:
-        return math.nan
-    return info.frames / info.samplerate
 
 
 def decode(code: str, table: dict[str, str], what: str) -> str:

@@ -8,7 +8,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from featcache.corpora.base import Corpus, CorpusScan, iter_audio_files
+from featcache.audio import not_regular_reason
+from featcache.corpora.base import Corpus, CorpusScan, display_name, iter_audio_files
+from featcache.errors import CorpusError
 
 __all__ = ["Iemocap"]
 
@@ -82,15 +84,18 @@ class Iemocap(Corpus):
             wav_root = session_dir / "sentences" / "wav"
             wavs: dict[str, str] = {}
             if wav_root.is_dir():
-                for rel in iter_audio_files(wav_root):
+                wav_problems: list[tuple[str, str]] = []
+                for rel in iter_audio_files(wav_root, wav_problems):
                     utt = rel.name.rsplit(".", 1)[0]
                     path = f"{rel_session}/sentences/wav/{rel.as_posix()}"
                     if _UTT.match(utt) is None:
                         problems.append((path, "name is not an IEMOCAP utterance id"))
                     else:
                         wavs[utt] = path
+                problems += [(f"{rel_session}/sentences/wav/{p}", r) for p, r in wav_problems]
             labelled: set[str] = set()
-            for utt, label_fields in self._read_labels(session_dir / "dialog" / "EmoEvaluation"):
+            label_dir = session_dir / "dialog" / "EmoEvaluation"
+            for utt, label_fields in self._read_labels(label_dir, data_dir, problems):
                 labelled.add(utt)
                 raw = label_fields["emotion_raw"]
                 if raw not in self.LABELS:
@@ -130,28 +135,69 @@ class Iemocap(Corpus):
 
     @staticmethod
     def _session_dirs(data_dir: Path) -> list[tuple[int, Path]]:
-        """``(number, folder)`` of the SessionN folders in ``data_dir`` or one level below."""
-        parents = [data_dir, *sorted(p for p in data_dir.iterdir() if p.is_dir())]
-        for parent in parents:
+        """``(number, folder)`` of the SessionN folders in ``data_dir`` or one level below.
+
+        Raises
+        ------
+        CorpusError
+            ``data_dir`` cannot be listed, or no SessionN folder is found and a folder
+            one level below could not be listed (it may hold them).
+        """
+        unreadable: list[str] = []
+
+        def folders(parent: Path) -> list[Path]:
+            try:
+                return sorted(p for p in parent.iterdir() if p.is_dir())
+            except OSError as exc:
+                if parent == data_dir:
+                    raise CorpusError(
+                        f"iemocap data folder {display_name(str(data_dir))} cannot be read "
+                        f"({exc.strerror or exc})"
+                    ) from exc
+                unreadable.append(f"{display_name(parent.name)} ({exc.strerror or exc})")
+                return []
+
+        top = folders(data_dir)
+        for parent in [data_dir, *top]:
+            children = top if parent == data_dir else folders(parent)
             found = sorted(
-                (int(m.group(1)), p)
-                for p in parent.iterdir()
-                if p.is_dir() and (m := _SESSION_DIR.match(p.name))
+                (int(m.group(1)), p) for p in children if (m := _SESSION_DIR.match(p.name))
             )
             if found:
                 return found
+        if unreadable:
+            raise CorpusError(
+                f"no iemocap Session1..Session5 folder found in {display_name(str(data_dir))}; "
+                f"these folders cannot be read: {', '.join(unreadable)}"
+            )
         return []
 
     @staticmethod
-    def _read_labels(folder: Path) -> list[tuple[str, dict[str, Any]]]:
-        """``(utterance, fields)`` from the summary lines of every ``*.txt`` in ``folder``."""
+    def _read_labels(
+        folder: Path, data_dir: Path, problems: list[tuple[str, str]]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """``(utterance, fields)`` from the summary lines of every ``*.txt`` in ``folder``.
+
+        Only regular files are read; a label file that cannot be read (or a folder that
+        cannot be listed) is appended to ``problems``.
+        """
         out: list[tuple[str, dict[str, Any]]] = []
         if not folder.is_dir():
             return out
-        for txt in sorted(folder.glob("*.txt")):
+        rel_folder = display_name(folder.relative_to(data_dir).as_posix())
+        try:
+            txts = sorted(folder.glob("*.txt"))
+        except OSError as exc:
+            problems.append((rel_folder, f"label folder cannot be read ({exc.strerror or exc})"))
+            return out
+        for txt in txts:
             if txt.name.startswith("."):
                 continue
-            for line in txt.read_text(encoding="utf-8", errors="replace").splitlines():
+            text, reason = _read_text(txt)
+            if reason is not None:
+                problems.append((f"{rel_folder}/{display_name(txt.name)}", f"label file {reason}"))
+                continue
+            for line in text.splitlines():
                 match = _LINE.match(line)
                 if match is None:
                     continue
@@ -169,3 +215,14 @@ class Iemocap(Corpus):
                     )
                 )
         return out
+
+
+def _read_text(path: Path) -> tuple[str, str | None]:
+    """``(text, None)``, or ``("", reason)`` when ``path`` is not a readable regular file."""
+    try:
+        reason = not_regular_reason(os.stat(path).st_mode)
+        if reason is not None:
+            return "", f"is {reason}"
+        return path.read_text(encoding="utf-8", errors="replace"), None
+    except OSError as exc:
+        return "", f"cannot be read ({exc.strerror or exc})"

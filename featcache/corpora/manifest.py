@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import os
 import posixpath
 import warnings
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from featcache.audio import not_regular_reason
 from featcache.corpora.base import BASE_COLUMNS, Corpus, CorpusScan, CorpusWarning
 from featcache.errors import CorpusError
 
@@ -25,17 +26,22 @@ class CsvCorpus(Corpus):
 
     - ``path`` (required): audio file, relative to the CSV's folder (or absolute);
     - ``speaker`` (required);
-    - ``label`` (optional when there is at least one numeric target column; empty cells
-      give a missing label);
+    - ``label`` (optional when there is at least one numeric target column);
     - ``id`` (optional; default: ``path`` without its extension);
     - any other column: kept, as float64 when every non-empty cell is a number (numeric
-      targets such as ``valence``, ``arousal``), else as str. A ``duration`` column is
-      ignored: durations are always read from the files.
+      targets such as ``valence``, ``arousal``), else as str (an empty cell: missing).
+      A ``duration`` column is ignored: durations are always read from the files.
+
+    Each column name may appear once in the header (a repeated name is a
+    :class:`~featcache.errors.CorpusError`). An empty ``path``, ``speaker`` or ``label``
+    cell, or an empty (or ``nan``, ``inf``) cell of a numeric column, is a missing value:
+    the row is left out and recorded in :attr:`CorpusScan.problems` with its line, as is
+    a row whose file does not exist or is not a regular file. So ``label`` never holds
+    an empty class and numeric columns stay float64 without NaN.
 
     In the table, ``path`` is relative to the CSV's folder (absolute when the file lies
     outside it); :meth:`resolve` turns it back into a file path, given the same
-    ``data_dir`` as :meth:`scan`. Rows whose file does not exist, or with an empty
-    ``path`` or ``speaker``, are recorded in :attr:`CorpusScan.problems`.
+    ``data_dir`` as :meth:`scan`.
     """
 
     name = "csv"
@@ -58,10 +64,18 @@ class CsvCorpus(Corpus):
             ``data_dir`` does not exist, or is a folder without exactly one CSV.
         """
         path = Path(data_dir)
+        try:
+            return self._find_manifest(path)
+        except OSError as exc:
+            raise CorpusError(f"csv manifest {path} cannot be read ({exc.strerror or exc})") from exc
+
+    def _find_manifest(self, path: Path) -> Path:
         if not path.exists():
             raise CorpusError(f"csv manifest {path} does not exist (expected {self.pattern})")
         if path.is_file():
             return path
+        if not path.is_dir():
+            raise CorpusError(f"csv manifest {path} is {not_regular_reason(path.stat().st_mode)}")
         if (path / "manifest.csv").is_file():
             return path / "manifest.csv"
         found = sorted(p for p in path.glob("*.csv") if p.is_file())
@@ -84,11 +98,7 @@ class CsvCorpus(Corpus):
     def scan(self, data_dir: str | os.PathLike[str]) -> CorpusScan:
         csv_path = self.manifest_file(data_dir)
         root = csv_path.parent
-        try:
-            raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise CorpusError(f"cannot read csv manifest {csv_path}: {exc}") from exc
-        raw.columns = [str(c).strip() for c in raw.columns]
+        raw = _read_manifest(csv_path)
         missing = [c for c in ("path", "speaker") if c not in raw.columns]
         if missing:
             raise CorpusError(
@@ -109,33 +119,25 @@ class CsvCorpus(Corpus):
                 f"csv manifest {csv_path} has neither a label column nor a numeric target "
                 f"column; found {', '.join(raw.columns)}"
             )
+        required = (["label"] if "label" in raw.columns else []) + numeric
         rows: list[dict[str, Any]] = []
         problems: list[tuple[str, str]] = []
         for line, record in enumerate(raw.to_dict("records"), start=2):
+            where = f"{csv_path.name} line {line}"
             given = record["path"].strip()
             if not given:
                 problems.append((f"{csv_path.name}:{line}", "empty path"))
                 continue
             rel = _relative(given, root)
-            if not record["speaker"].strip():
-                problems.append((rel, f"empty speaker ({csv_path.name} line {line})"))
+            empty = [c for c in ("speaker", *required) if _missing(record[c], numeric=c in numeric)]
+            if empty:
+                reason: str | None = f"missing value in column(s) {', '.join(empty)}"
+            else:
+                reason = _file_problem(root / rel)
+            if reason is not None:
+                problems.append((rel, f"{reason} ({where})"))
                 continue
-            if not (root / rel).is_file():
-                problems.append((rel, f"file does not exist ({csv_path.name} line {line})"))
-                continue
-            row: dict[str, Any] = {
-                "id": record.get("id", "").strip() or posixpath.splitext(rel)[0],
-                "path": rel,
-                "speaker": record["speaker"].strip(),
-                "label": record.get("label", "").strip() or None,
-            }
-            for column in extra:
-                value = record[column].strip()
-                if column in numeric:
-                    row[column] = float(value) if value else np.nan
-                else:
-                    row[column] = value or None
-            rows.append(row)
+            rows.append(_row(record, rel, extra, numeric))
         if not rows:
             message = f"no usable row in csv manifest {csv_path}"
             if problems:
@@ -144,9 +146,68 @@ class CsvCorpus(Corpus):
         return self._finish(root, rows, problems, fields=tuple(extra))
 
 
+def _read_manifest(csv_path: Path) -> pd.DataFrame:
+    """The manifest as a table of str cells; CorpusError for a duplicate column name.
+
+    The header is read as a row of its own: pandas would rename a second ``label`` to
+    ``label.1``, and that column would be kept as an ordinary field, unnoticed.
+    """
+    try:
+        raw = pd.read_csv(
+            csv_path, header=None, dtype=str, keep_default_na=False, skipinitialspace=True
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise CorpusError(f"cannot read csv manifest {csv_path}: {exc}") from exc
+    names = [str(c).strip() or f"Unnamed: {i}" for i, c in enumerate(raw.iloc[0])]
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        shown = ", ".join(f"{c!r} ({names.count(c)} times)" for c in repeated)
+        raise CorpusError(
+            f"csv manifest {csv_path}: duplicate column name(s) in the header: {shown}; "
+            "each column must have its own name"
+        )
+    table = raw.iloc[1:].reset_index(drop=True)
+    table.columns = names
+    return table
+
+
+def _missing(cell: str, *, numeric: bool) -> bool:
+    """Empty (or, in a numeric column, NaN or infinite) cells are missing values."""
+    value = cell.strip()
+    if not value:
+        return True
+    return numeric and not math.isfinite(float(value))
+
+
+def _row(record: dict[str, str], rel: str, extra: list[str], numeric: list[str]) -> dict[str, Any]:
+    """Table row of a checked manifest record."""
+    row: dict[str, Any] = {
+        "id": record.get("id", "").strip() or posixpath.splitext(rel)[0],
+        "path": rel,
+        "speaker": record["speaker"].strip(),
+        "label": record.get("label", "").strip() or None,
+    }
+    for column in extra:
+        value = record[column].strip()
+        row[column] = float(value) if column in numeric else (value or None)
+    return row
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why the audio file ``path`` cannot be used; None for an existing regular file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "file does not exist"
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        return f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
+    return not_regular_reason(st.st_mode)
+
+
 def _is_numeric(column: pd.Series) -> bool:
+    """Every cell that is not empty (nor ``nan``) is a number, and there is at least one."""
     values = column.str.strip()
-    values = values[values != ""]
+    values = values[(values != "") & (values.str.lower() != "nan")]
     if values.empty:
         return False
     return bool(pd.to_numeric(values, errors="coerce").notna().all())

@@ -20,7 +20,7 @@ A *store* is one folder per extractor configuration inside a corpus cache
     Per-speaker statistics (count, sum, sumsq, mean, std), rewritten at the end of a run.
 
 Modules: :mod:`._format` (names, versions, validation of every file read), :mod:`._writer`,
-:mod:`._reader`, :mod:`._verify`, :mod:`._repair` (a manifest rebuilt from the shards) and
+:mod:`._reader`, :mod:`._shard` (one shard file), :mod:`._verify`, :mod:`._repair` (a manifest rebuilt from the shards) and
 :mod:`.faults` (the test-only fault-injection hook). The format is written down in the
 README ("On-disk format").
 """
@@ -39,9 +39,10 @@ from featcache.store._format import (
     now,
     shard_path,
 )
-from featcache.store._reader import Shard, StoreReader
+from featcache.store._reader import StoreReader
+from featcache.store._shard import Shard, write_shard
 from featcache.store._verify import Problem, check_coverage, table_ids, unnamed_shards, verify_cache, verify_store
-from featcache.store._writer import StoreWriter, write_shard
+from featcache.store._writer import StoreWriter
 from featcache.store.faults import parse_faults
 
 __all__ = [

@@ -1,99 +1,16 @@
-"""Reading committed stores: :class:`StoreReader` over a manifest, :class:`Shard` over one file."""
+"""Reading committed stores: :class:`StoreReader` over what a manifest names."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import h5py
 import numpy as np
 
 from featcache.errors import StoreError
-from featcache.store._format import (
-    SHARD_FORMAT,
-    check_version,
-    load_manifest,
-    load_store_info,
-    shard_path,
-)
+from featcache.store._format import load_manifest, load_store_info, shard_path
+from featcache.store._shard import Shard
 
-__all__ = ["Shard", "StoreReader"]
-
-
-class Shard:
-    """Read access to one committed shard.
-
-    Frame data is memory-mapped (``numpy.memmap``) straight from the HDF5 file, which the
-    writer keeps contiguous and uncompressed; nothing is read until it is accessed.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        try:
-            with h5py.File(self.path, "r") as f:
-                check_version("shard", self.path, _attr(f, "format"), _attr(f, "format_version"), SHARD_FORMAT)
-                self.ids = [x.decode() if isinstance(x, bytes) else x for x in f["ids"][()]]
-                self.offsets = f["offsets"][()].astype(np.int64)
-                self.original_seconds = f["original_seconds"][()]
-                self.used_seconds = f["used_seconds"][()]
-                self.n_layers = int(f.attrs["n_layers"])
-                self.dim = int(f.attrs["dim"])
-                dtype = _attr(f, "dtype")
-                if dtype not in ("float16", "float32", "float64"):
-                    raise StoreError(f"{self.path}: dtype attribute must be float16, float32 or float64; got {dtype!r}")
-                self.dtype = np.dtype(dtype)
-                self._layout = []
-                for layer in range(self.n_layers):
-                    d = f["layers"][f"{layer:02d}"]
-                    off = d.id.get_offset()
-                    if d.chunks is not None or off is None:
-                        raise StoreError(f"{self.path}: layer {layer} is not contiguous")
-                    self._layout.append((int(off), tuple(d.shape)))
-        except StoreError:
-            raise
-        except (OSError, KeyError, ValueError) as e:
-            raise StoreError(f"{self.path}: unreadable or corrupt shard ({e})") from e
-        if len(self.offsets) != len(self.ids) + 1 or np.any(np.diff(self.offsets) < 1):
-            raise StoreError(f"{self.path}: corrupt offsets index")
-        size = self.path.stat().st_size
-        for off, shape in self._layout:
-            if shape != (int(self.offsets[-1]), self.dim) or off + shape[0] * shape[1] * self.dtype.itemsize > size:
-                raise StoreError(f"{self.path}: truncated or inconsistent layer data")
-        self._maps: dict[int, np.memmap] = {}
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.offsets[-1])
-
-    def layer(self, k: int) -> np.ndarray:
-        """All frames of layer ``k``, shape (n_frames, dim), memory-mapped (read-only)."""
-        if k not in self._maps:
-            off, shape = self._layout[k]
-            self._maps[k] = np.memmap(self.path, dtype=self.dtype, mode="r", offset=off, shape=shape)
-        return self._maps[k]
-
-    def stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-utterance float64 ``(sum, sumsq)``, each of shape (n_utterances, n_layers, dim)."""
-        with h5py.File(self.path, "r") as f:
-            return f["stats/sum"][()], f["stats/sumsq"][()]
-
-    def check_data(self) -> list[str]:
-        """Re-compute per-utterance sums from the frames and compare with the stored ones."""
-        problems = []
-        sums, _ = self.stats()
-        for k in range(self.n_layers):
-            d = np.asarray(self.layer(k), dtype=np.float64)
-            if not np.all(np.isfinite(d)):
-                problems.append(f"layer {k} holds NaN or infinite values")
-            got = np.add.reduceat(d, self.offsets[:-1], axis=0)
-            if not np.allclose(got, sums[:, k], rtol=1e-6, atol=1e-6):
-                problems.append(f"layer {k} does not match its stored statistics")
-        return problems
-
-
-def _attr(f: h5py.File, name: str) -> Any:
-    v = f.attrs.get(name)
-    return v.decode() if isinstance(v, bytes) else v
+__all__ = ["StoreReader"]
 
 
 class StoreReader:

@@ -8,7 +8,7 @@ from pathlib import Path
 from featcache.errors import StoreError
 from featcache.fileio import sha256_file
 from featcache.store._format import strip_versions
-from featcache.store._reader import Shard
+from featcache.store._shard import Shard
 
 __all__ = ["rebuild_entries"]
 

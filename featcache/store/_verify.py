@@ -8,7 +8,8 @@ from pathlib import Path
 from featcache.errors import StoreError
 from featcache.fileio import sha256_file
 from featcache.store._format import SHARD_NAME, shard_path
-from featcache.store._reader import Shard, StoreReader
+from featcache.store._reader import StoreReader
+from featcache.store._shard import Shard
 
 __all__ = ["Problem", "check_coverage", "table_ids", "unnamed_shards", "verify_cache", "verify_store"]
 

@@ -15,19 +15,17 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
-import h5py
 import numpy as np
 
 from featcache.errors import StoreError, StoreMismatchError
 from featcache.fileio import atomic_write_json, fsync_dir, sha256_file
 from featcache.store import faults
 from featcache.store._repair import rebuild_entries
+from featcache.store._shard import write_shard
 from featcache.store._verify import unnamed_shards, verify_store
 from featcache.store._format import (
     FORMAT_VERSION,
-    SHARD_FORMAT,
     SHARD_NAME,
     STORE_FORMAT,
     compare_params,
@@ -39,7 +37,7 @@ from featcache.store._format import (
     strip_versions,
 )
 
-__all__ = ["StoreWriter", "write_shard"]
+__all__ = ["StoreWriter"]
 
 
 @dataclass
@@ -395,61 +393,6 @@ class StoreWriter:
         self.commit()
 
 
-def write_shard(
-    path: Path,
-    *,
-    ids: list[str],
-    arrays: list[np.ndarray],
-    original_seconds: Iterable[float],
-    used_seconds: Iterable[float],
-    dtype: np.dtype,
-    attrs: dict,
-) -> int:
-    """Write one shard file (see the README for the layout); returns its number of frames.
-
-    Parameters
-    ----------
-    arrays : list of ndarray of shape (n_layers, n_frames_i, dim)
-        Features of each utterance, in the order of ``ids``.
-    """
-    lengths = np.array([a.shape[1] for a in arrays], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    n_layers, dim = arrays[0].shape[0], arrays[0].shape[2]
-    with h5py.File(path, "w", libver="latest") as f:
-        f.attrs["format"] = SHARD_FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["created"] = now()
-        f.attrs["dtype"] = np.dtype(dtype).name
-        for k, v in attrs.items():
-            f.attrs[k] = v
-        f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
-        f.create_dataset("offsets", data=offsets)
-        f.create_dataset("original_seconds", data=np.asarray(list(original_seconds), dtype=np.float64))
-        f.create_dataset("used_seconds", data=np.asarray(list(used_seconds), dtype=np.float64))
-        g = f.create_group("layers")
-        s = f.create_group("stats")
-        sums = np.empty((len(arrays), n_layers, dim), dtype=np.float64)
-        sumsq = np.empty_like(sums)
-        for layer in range(n_layers):
-            data = np.concatenate([a[layer] for a in arrays], axis=0).astype(dtype, copy=False)
-            g.create_dataset(f"{layer:02d}", data=data)  # contiguous, uncompressed: memory-mappable
-            if layer == 0 and faults.ACTIVE:
-                f.flush()
-                faults.hit("shard_mid_write")
-            # statistics of the values as stored (after the cast), in float64
-            d64 = data.astype(np.float64)
-            sums[:, layer] = np.add.reduceat(d64, offsets[:-1], axis=0)
-            sumsq[:, layer] = np.add.reduceat(d64 * d64, offsets[:-1], axis=0)
-        s.create_dataset("sum", data=sums)
-        s.create_dataset("sumsq", data=sumsq)
-        f.flush()
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
-    return int(offsets[-1])
-
-
 def _midway(point: str):
     """The fault hook between the two halves of an atomic write (None unless a test set one)."""
     return (lambda: faults.hit(point)) if faults.ACTIVE else None
-
-

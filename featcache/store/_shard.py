@@ -1,0 +1,152 @@
+"""One shard file: :func:`write_shard` writes it, :class:`Shard` reads it (memory-mapped).
+
+Layout (see the README, "On-disk format"): attributes (format, version, dtype, store,
+extractor, n_layers, dim, frame_rate, shard_index); ``ids``; ``offsets`` (n+1, int64);
+``original_seconds`` and ``used_seconds``; ``layers/LL`` (frames x dim, contiguous and
+uncompressed, so it can be memory-mapped); ``stats/sum`` and ``stats/sumsq`` (float64,
+utterances x layers x dim).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import h5py
+import numpy as np
+
+from featcache.errors import StoreError
+from featcache.store import faults
+from featcache.store._format import FORMAT_VERSION, SHARD_FORMAT, check_version, now
+
+__all__ = ["Shard", "write_shard"]
+
+
+def write_shard(
+    path: Path,
+    *,
+    ids: list[str],
+    arrays: list[np.ndarray],
+    original_seconds: Iterable[float],
+    used_seconds: Iterable[float],
+    dtype: np.dtype,
+    attrs: dict,
+) -> int:
+    """Write one shard file (see the README for the layout); returns its number of frames.
+
+    Parameters
+    ----------
+    arrays : list of ndarray of shape (n_layers, n_frames_i, dim)
+        Features of each utterance, in the order of ``ids``.
+    """
+    lengths = np.array([a.shape[1] for a in arrays], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    n_layers, dim = arrays[0].shape[0], arrays[0].shape[2]
+    with h5py.File(path, "w", libver="latest") as f:
+        f.attrs["format"] = SHARD_FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["created"] = now()
+        f.attrs["dtype"] = np.dtype(dtype).name
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+        f.create_dataset("offsets", data=offsets)
+        f.create_dataset("original_seconds", data=np.asarray(list(original_seconds), dtype=np.float64))
+        f.create_dataset("used_seconds", data=np.asarray(list(used_seconds), dtype=np.float64))
+        g = f.create_group("layers")
+        s = f.create_group("stats")
+        sums = np.empty((len(arrays), n_layers, dim), dtype=np.float64)
+        sumsq = np.empty_like(sums)
+        for layer in range(n_layers):
+            data = np.concatenate([a[layer] for a in arrays], axis=0).astype(dtype, copy=False)
+            g.create_dataset(f"{layer:02d}", data=data)  # contiguous, uncompressed: memory-mappable
+            if layer == 0 and faults.ACTIVE:
+                f.flush()
+                faults.hit("shard_mid_write")
+            # statistics of the values as stored (after the cast), in float64
+            d64 = data.astype(np.float64)
+            sums[:, layer] = np.add.reduceat(d64, offsets[:-1], axis=0)
+            sumsq[:, layer] = np.add.reduceat(d64 * d64, offsets[:-1], axis=0)
+        s.create_dataset("sum", data=sums)
+        s.create_dataset("sumsq", data=sumsq)
+        f.flush()
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+    return int(offsets[-1])
+
+
+class Shard:
+    """Read access to one committed shard.
+
+    Frame data is memory-mapped (``numpy.memmap``) straight from the HDF5 file, which the
+    writer keeps contiguous and uncompressed; nothing is read until it is accessed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            with h5py.File(self.path, "r") as f:
+                check_version("shard", self.path, _attr(f, "format"), _attr(f, "format_version"), SHARD_FORMAT)
+                self.ids = [x.decode() if isinstance(x, bytes) else x for x in f["ids"][()]]
+                self.offsets = f["offsets"][()].astype(np.int64)
+                self.original_seconds = f["original_seconds"][()]
+                self.used_seconds = f["used_seconds"][()]
+                self.n_layers = int(f.attrs["n_layers"])
+                self.dim = int(f.attrs["dim"])
+                dtype = _attr(f, "dtype")
+                if dtype not in ("float16", "float32", "float64"):
+                    raise StoreError(f"{self.path}: dtype attribute must be float16, float32 or float64; got {dtype!r}")
+                self.dtype = np.dtype(dtype)
+                self._layout = []
+                for layer in range(self.n_layers):
+                    d = f["layers"][f"{layer:02d}"]
+                    off = d.id.get_offset()
+                    if d.chunks is not None or off is None:
+                        raise StoreError(f"{self.path}: layer {layer} is not contiguous")
+                    self._layout.append((int(off), tuple(d.shape)))
+        except StoreError:
+            raise
+        except (OSError, KeyError, ValueError) as e:
+            raise StoreError(f"{self.path}: unreadable or corrupt shard ({e})") from e
+        if len(self.offsets) != len(self.ids) + 1 or np.any(np.diff(self.offsets) < 1):
+            raise StoreError(f"{self.path}: corrupt offsets index")
+        size = self.path.stat().st_size
+        for off, shape in self._layout:
+            if shape != (int(self.offsets[-1]), self.dim) or off + shape[0] * shape[1] * self.dtype.itemsize > size:
+                raise StoreError(f"{self.path}: truncated or inconsistent layer data")
+        self._maps: dict[int, np.memmap] = {}
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.offsets[-1])
+
+    def layer(self, k: int) -> np.ndarray:
+        """All frames of layer ``k``, shape (n_frames, dim), memory-mapped (read-only)."""
+        if k not in self._maps:
+            off, shape = self._layout[k]
+            self._maps[k] = np.memmap(self.path, dtype=self.dtype, mode="r", offset=off, shape=shape)
+        return self._maps[k]
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-utterance float64 ``(sum, sumsq)``, each of shape (n_utterances, n_layers, dim)."""
+        with h5py.File(self.path, "r") as f:
+            return f["stats/sum"][()], f["stats/sumsq"][()]
+
+    def check_data(self) -> list[str]:
+        """Re-compute per-utterance sums from the frames and compare with the stored ones."""
+        problems = []
+        sums, _ = self.stats()
+        for k in range(self.n_layers):
+            d = np.asarray(self.layer(k), dtype=np.float64)
+            if not np.all(np.isfinite(d)):
+                problems.append(f"layer {k} holds NaN or infinite values")
+            got = np.add.reduceat(d, self.offsets[:-1], axis=0)
+            if not np.allclose(got, sums[:, k], rtol=1e-6, atol=1e-6):
+                problems.append(f"layer {k} does not match its stored statistics")
+        return problems
+
+
+def _attr(f: h5py.File, name: str) -> Any:
+    v = f.attrs.get(name)
+    return v.decode() if isinstance(v, bytes) else v

@@ -6,29 +6,15 @@ one clear message and exit status 1 (click's usage errors exit with 2).
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from featcache.errors import FeatcacheError
+from cli.options import device_option, library_errors, precision_option, quiet_option
 
 FEATURES_DEFAULT = "wav2vec2,mfcc,logmel,spectrogram,egemaps"
-
-
-def library_errors(fn):
-    """Turn library errors into a one-line ``Error: ...`` and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except FeatcacheError as e:
-            raise click.ClickException(str(e)) from e
-
-    return wrapper
 
 
 def _human_bytes(n: float) -> str:
@@ -66,8 +52,8 @@ def main() -> None:
 @click.option("--model", default="wav2vec_small", show_default=True, help="Short name, HuggingFace id or local directory.")
 @click.option("--features", default=FEATURES_DEFAULT, show_default=True, help="Comma-separated: wav2vec2,mfcc,logmel,spectrogram,egemaps.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=Path("cache"), show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@precision_option(("auto", "fp32", "bf16", "fp16"), "auto")
+@device_option()
 @click.option("--max-seconds", type=float, default=15.0, show_default=True, help="Crop each file to its first N seconds (0: no cropping).")
 @click.option("--overwrite", is_flag=True, help="Replace stores made with other parameters.")
 @click.option("--repair", is_flag=True, help="Verify every shard first and re-extract damaged ones.")
@@ -76,7 +62,7 @@ def main() -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Threads for audio decoding and handcrafted features.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N utterances (a quick trial).")
 @click.option("--strict", is_flag=True, help="Exit with status 1 when any file failed.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@quiet_option()
 @library_errors
 def extract(corpus, data_dir, model, features, cache_dir, precision, device, max_seconds, overwrite, repair, name, shard_size, workers, limit, strict, quiet):
     """Extract features of every utterance of a corpus into CACHE-DIR/CORPUS/.
@@ -252,7 +238,7 @@ def list_corpora():
 @main.command()
 @click.argument("corpus", type=click.Choice(["ravdess"]))
 @click.option("--to", "to", type=click.Path(path_type=Path), default=None, help="Target folder (default data/CORPUS).")
-@click.option("--quiet", "-q", is_flag=True)
+@quiet_option()
 @library_errors
 def download(corpus, to, quiet):
     """Download and unpack a corpus (RAVDESS from Zenodo record 1188976), resuming partial files."""

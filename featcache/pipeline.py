@@ -23,8 +23,9 @@ from featcache.corpora import Corpus, get_corpus
 from featcache.errors import AudioError, FeatcacheError, ParameterError, StoreError
 from featcache.extractors.base import Extractor
 from featcache.lock import CacheLock
+from featcache.process import is_model, run_extractors
 from featcache.stats import write_speaker_stats
-from featcache.fileio import atomic_write_json, read_json
+from featcache.fileio import atomic_write_bytes, atomic_write_json, read_json
 from featcache.store import FORMAT_VERSION, StoreReader, StoreWriter, check_version
 
 __all__ = ["ExtractionSummary", "extract", "build_extractors", "FEATURE_NAMES"]
@@ -107,9 +108,7 @@ def _write_table(cache: Path, corpus: Corpus, data_dir: Path, scan) -> pd.DataFr
         old = old[~old["id"].isin(table["id"])]
         if len(old):
             table = pd.concat([table, old], ignore_index=True).sort_values("id").reset_index(drop=True)
-    tmp = table_path.with_name(table_path.name + ".tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(table_path)
+    atomic_write_bytes(table_path, table.to_csv(index=False).encode("utf-8"))
     atomic_write_json(
         cache / "corpus.json",
         {
@@ -148,20 +147,8 @@ def _prepare(uid: str, path: Path, rate: int, max_seconds: float | None, cheap: 
     out.signal = audio.signal
     out.original_seconds = audio.original_seconds
     out.used_seconds = audio.used_seconds
-    for ex in cheap:
-        if ex.store_name not in needs:
-            continue
-        try:
-            sig = audio.signal
-            if ex.sampling_rate != rate:
-                from featcache.audio import resample
-
-                sig = resample(sig, rate, ex.sampling_rate)
-            if len(sig) < ex.min_samples():
-                raise AudioError(str(path), f"shorter than the {ex.name} extractor's minimum of {ex.min_samples()} samples")
-            out.results[ex.store_name] = ex(sig, ex.sampling_rate)
-        except AudioError as e:
-            out.errors[ex.store_name] = e.reason
+    done = run_extractors([audio.signal], rate, cheap, [needs])[0]
+    out.results, out.errors = done.results, done.errors
     return out
 
 
@@ -226,22 +213,8 @@ def extract(
     with CacheLock(cache):
         _check_corpus_file(cache)
         table = scan.table if limit is None else scan.table.iloc[: int(limit)]
-        pipeline_params = {"max_seconds": max_seconds}
-        writers: dict[str, StoreWriter] = {}
-        for ex in extractors:
-            folder = (names or {}).get(ex.store_name, ex.store_name)
-            if folder in writers:
-                raise ParameterError("features", "distinct stores", folder)
-            writers[ex.store_name] = StoreWriter(
-                cache / folder, ex.describe(), pipeline_params, shard_size=shard_size, overwrite=overwrite, repair=repair
-            )
-            summary.redone += len(writers[ex.store_name].dropped)
-            if writers[ex.store_name].rebuilt:
-                rb = writers[ex.store_name].rebuilt
-                summary.rebuilt.append(
-                    f"{folder}: manifest.json rebuilt from {rb['shards']} shard(s) ({rb['reason']});"
-                    f" {len(rb['skipped'])} unreadable or foreign shard file(s) removed"
-                )
+        writers = _open_writers(cache, extractors, names, summary, max_seconds=max_seconds, shard_size=shard_size,
+                                overwrite=overwrite, repair=repair)
         summary.stores = [w.path.name for w in writers.values()]
         # after the stores accepted the parameters: a refused run leaves the table as it was
         try:
@@ -262,22 +235,46 @@ def extract(
             raise
         for w in writers.values():
             w.close()
-        speaker_of = dict(zip(table["id"], table["speaker"].astype(str)))
-        full = dict(zip(scan.table["id"], scan.table["speaker"].astype(str)))
-        full.update(speaker_of)
-        for w in writers.values():
-            reader = StoreReader(w.path)
-            if reader.ids:
-                try:
-                    write_speaker_stats(reader, full)
-                except (OSError, RuntimeError) as e:
-                    raise StoreError(
-                        f"{w.path}: writing speakers.h5 failed ({e}); the features are committed, a re-run"
-                        " (after freeing disk space or fixing the cause) writes the statistics"
-                    ) from e
+        _write_speaker_stats(writers, table, scan.table)
     summary.wall_seconds = time.perf_counter() - t0
     summary.cache_bytes = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
     return summary
+
+
+def _open_writers(cache: Path, extractors, names, summary: ExtractionSummary, **kw) -> dict[str, StoreWriter]:
+    """One writer per extractor (each checks, repairs or refuses its store before any work)."""
+    writers: dict[str, StoreWriter] = {}
+    for ex in extractors:
+        folder = (names or {}).get(ex.store_name, ex.store_name)
+        if folder in writers:
+            raise ParameterError("features", "distinct stores", folder)
+        w = writers[ex.store_name] = StoreWriter(
+            cache / folder, ex.describe(), {"max_seconds": kw["max_seconds"]}, shard_size=kw["shard_size"],
+            overwrite=kw["overwrite"], repair=kw["repair"],
+        )
+        summary.redone += len(w.dropped)
+        if w.rebuilt:
+            summary.rebuilt.append(
+                f"{folder}: manifest.json rebuilt from {w.rebuilt['shards']} shard(s) ({w.rebuilt['reason']});"
+                f" {len(w.rebuilt['skipped'])} unreadable or foreign shard file(s) removed"
+            )
+    return writers
+
+
+def _write_speaker_stats(writers: dict[str, StoreWriter], table: pd.DataFrame, full_table: pd.DataFrame) -> None:
+    """Rewrite ``speakers.h5`` of every store from its per-utterance sums."""
+    speaker_of = dict(zip(full_table["id"], full_table["speaker"].astype(str)))
+    speaker_of.update(zip(table["id"], table["speaker"].astype(str)))
+    for w in writers.values():
+        reader = StoreReader(w.path)
+        if reader.ids:
+            try:
+                write_speaker_stats(reader, speaker_of)
+            except (OSError, RuntimeError) as e:
+                raise StoreError(
+                    f"{w.path}: writing speakers.h5 failed ({e}); the features are committed, a re-run"
+                    " (after freeing disk space or fixing the cause) writes the statistics"
+                ) from e
 
 
 def _check_corpus_file(cache: Path) -> None:
@@ -299,25 +296,32 @@ def _plan(table: pd.DataFrame, writers: dict[str, StoreWriter]) -> list[tuple[st
     return todo
 
 
-def _run(todo, table, cobj, data_dir, extractors, writers, summary, max_seconds, batch_seconds, workers, progress) -> None:
-    from tqdm.auto import tqdm
+class _Runner:
+    """Feeds decoded files to the extractors and their results to the store writers.
 
-    paths = dict(zip(table["id"], table["path"]))
-    heavy = [ex for ex in extractors if ex.n_layers > 1 or getattr(ex, "name", "") == "ssl"]
-    cheap = [ex for ex in extractors if ex not in heavy]
-    rates = {ex.sampling_rate for ex in extractors}
-    rate = max(rates)
-    bar = tqdm(total=len(todo), unit="utt", disable=not progress, desc="extract", dynamic_ncols=True)
-    audio_s = 0.0
-    t0 = time.perf_counter()
-    batch: list[_Prepared] = []
-    batch_needs: list[set[str]] = []
-    needs_of = dict(todo)
+    Worker threads decode audio and run the handcrafted extractors a few files ahead
+    (:func:`_prepare`); files the self-supervised models still need are gathered into
+    batches of about ``batch_seconds`` of audio (:meth:`run_models`).
+    """
 
-    def record(p: _Prepared) -> None:
-        nonlocal audio_s
+    def __init__(self, todo, writers, summary, extractors, batch_seconds, progress) -> None:
+        from tqdm.auto import tqdm
+
+        self.writers, self.summary, self.batch_seconds = writers, summary, batch_seconds
+        self.models = [ex for ex in extractors if is_model(ex)]
+        self.cheap = [ex for ex in extractors if not is_model(ex)]
+        self.rate = max(ex.sampling_rate for ex in extractors)
+        self.needs_of = dict(todo)
+        self.batch: list[_Prepared] = []
+        self.pending_s = 0.0
+        self.bar = tqdm(total=len(todo), unit="utt", disable=not progress, desc="extract", dynamic_ncols=True)
+        self.t0 = time.perf_counter()
+
+    def record(self, p: _Prepared) -> None:
+        """Hand one utterance's results (or failure) to the writers; update the bar."""
+        summary, writers = self.summary, self.writers
         if p.error is not None:
-            for k in needs_of[p.uid]:
+            for k in self.needs_of[p.uid]:
                 writers[k].add_failure(p.uid, p.error)
             summary.failed[p.uid] = p.error
         else:
@@ -332,72 +336,64 @@ def _run(todo, table, cobj, data_dir, extractors, writers, summary, max_seconds,
                     continue
                 writers[k].add(p.uid, x, p.original_seconds, p.used_seconds)
             summary.done += 1
-            audio_s += p.used_seconds
-        summary.audio_seconds = audio_s
-        bar.update(1)
-        el = time.perf_counter() - t0
-        bar.set_postfix_str(f"{audio_s / max(el, 1e-9):.1f} audio-s/s, failed {len(summary.failed)}", refresh=False)
+            summary.audio_seconds += p.used_seconds
+        self.bar.update(1)
+        el = time.perf_counter() - self.t0
+        self.bar.set_postfix_str(
+            f"{summary.audio_seconds / max(el, 1e-9):.1f} audio-s/s, failed {len(summary.failed)}", refresh=False
+        )
 
-    def run_heavy() -> None:
-        for ex in heavy:
-            key = ex.store_name
-            idx = [i for i, p in enumerate(batch) if p.error is None and key in batch_needs[i]]
-            ok, sigs = [], []
-            for i in idx:
-                sig = batch[i].signal
-                if ex.sampling_rate != rate:
-                    from featcache.audio import resample
+    def take(self, p: _Prepared) -> None:
+        """One decoded utterance: batched for the models when they need it, else recorded."""
+        needs = self.needs_of[p.uid]
+        if p.error is None and any(ex.store_name in needs for ex in self.models):
+            self.batch.append(p)
+            self.pending_s += p.used_seconds
+            if self.pending_s >= self.batch_seconds:
+                self.run_models()
+        else:
+            self.record(p)
 
-                    sig = resample(sig, rate, ex.sampling_rate)
-                if len(sig) < ex.min_samples():
-                    batch[i].errors[key] = (
-                        f"shorter than the model's receptive field ({ex.min_samples()} samples"
-                        f" = {1000 * ex.min_samples() / ex.sampling_rate:.0f} ms)"
-                    )
-                    continue
-                ok.append(i)
-                sigs.append(sig)
-            if sigs:
-                for i, x in zip(ok, ex.batch(sigs, ex.sampling_rate)):
-                    batch[i].results[key] = x
-        for p in batch:
+    def run_models(self) -> None:
+        """Run the self-supervised models on the gathered batch, then record it."""
+        if not self.batch:
+            return
+        sigs = [p.signal for p in self.batch]
+        for p, done in zip(self.batch, run_extractors(sigs, self.rate, self.models, [self.needs_of[p.uid] for p in self.batch])):
+            p.results.update(done.results)
+            p.errors.update(done.errors)
             p.signal = None
-            record(p)
-        batch.clear()
-        batch_needs.clear()
+            self.record(p)
+        self.batch.clear()
+        self.pending_s = 0.0
 
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _run(todo, table, cobj, data_dir, extractors, writers, summary, max_seconds, batch_seconds, workers, progress) -> None:
+    """Extract every utterance of ``todo``: decoding ahead in threads, models in batches."""
+    paths = dict(zip(table["id"], table["path"]))
+    runner = _Runner(todo, writers, summary, extractors, batch_seconds, progress)
     ahead = max(8, 4 * workers)
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
-    queue: deque[tuple[str, Future]] = deque()
+    queue: deque[Future] = deque()
     it = iter(todo)
-    try:
-        def fill() -> None:
-            while len(queue) < ahead:
-                try:
-                    uid, needs = next(it)
-                except StopIteration:
-                    return
-                path = cobj.resolve(data_dir, paths[uid])
-                queue.append((uid, pool.submit(_prepare, uid, path, rate, max_seconds, cheap, needs)))
 
+    def fill() -> None:
+        for uid, needs in it:
+            path = cobj.resolve(data_dir, paths[uid])
+            queue.append(pool.submit(_prepare, uid, path, runner.rate, max_seconds, runner.cheap, needs))
+            if len(queue) >= ahead:
+                return
+
+    try:
         fill()
-        pending_s = 0.0
         while queue:
-            uid, fut = queue.popleft()
+            fut = queue.popleft()
             fill()
-            p = fut.result()
-            needs = needs_of[uid]
-            if heavy and p.error is None and any(ex.store_name in needs for ex in heavy):
-                batch.append(p)
-                batch_needs.append(needs)
-                pending_s += p.used_seconds
-                if pending_s >= batch_seconds:
-                    run_heavy()
-                    pending_s = 0.0
-            else:
-                record(p)
-        if batch:
-            run_heavy()
+            runner.take(fut.result())
+        runner.run_models()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
+        runner.close()

@@ -29,8 +29,8 @@ def main(cache_path: str, store: str, model_dir: str, data_dir: str) -> int:
     cache = featcache.open(cache_path)
     r = cache.stores[store]
     max_seconds = r.info["pipeline"]["max_seconds"]
-    model = AutoModel.from_pretrained(model_dir).eval()
-    fe = AutoFeatureExtractor.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir, trust_remote_code=False).eval()
+    fe = AutoFeatureExtractor.from_pretrained(model_dir, trust_remote_code=False)
     corpus = get_corpus(cache.corpus)
     paths = dict(zip(cache.utterances["id"], cache.utterances["path"]))
     worst = 0.0

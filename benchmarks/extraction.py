@@ -31,7 +31,7 @@ def probe_job(model_dir: str, files: list[str], precisions: list[str], probe_fil
     from featcache.audio import load_audio
     from featcache.extractors.ssl import SSLExtractor
 
-    config = AutoConfig.from_pretrained(model_dir)
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
     lengths = audio_lengths([Path(f) for f in files])
     flops = wav2vec2_flops_per_audio_second(config, lengths)
     sigs = [load_audio(f, sampling_rate=16000).signal for f in files[:probe_files]]

@@ -11,6 +11,11 @@ FeatureSet (anything with ``to_packed()``), a :class:`featcache.packed.Packed`, 
 ragged ``(n_frames, [n_layers,] dim)`` arrays, or numeric arrays of shape (n, dim),
 (n, n_frames, dim) or (n, n_frames, n_layers, dim).
 
+Experiments: :func:`run_experiment` (what ``estimators fit`` runs: cross-validation by
+speaker, scores, refit; returns an :class:`ExperimentResult` whose ``save`` writes the
+CLI's files), the normalisers :class:`SpeakerNormalizer` / :class:`GlobalNormalizer` and
+:class:`Predictor` (a saved model directory predicting on audio files).
+
 Also: :func:`ccc_score` / :data:`ccc_scorer` (concordance correlation coefficient),
 :func:`save_model` / :func:`load_model` (JSON + safetensors, no pickle), the callback
 classes :class:`Callback` / :class:`EarlyStopping`, and the errors in
@@ -28,9 +33,12 @@ from ._data import to_packed
 from ._training import Callback, EarlyStopping, EpochLogger
 from .classifiers import CNNClassifier, DenseClassifier, FusionClassifier, LSTMClassifier
 from .errors import EstimatorsError, InputError, ModelFileError, ParameterError, TargetError
+from .experiment import Experiment, run_experiment
 from .metrics import ccc_score, ccc_scorer
+from .normalize import GlobalNormalizer, SpeakerNormalizer
 from .persist import load_model, save_model
 from .regressors import DenseRegressor, LSTMRegressor
+from .results import ExperimentResult
 
 __all__ = [
     "DenseClassifier",
@@ -39,6 +47,12 @@ __all__ = [
     "FusionClassifier",
     "DenseRegressor",
     "LSTMRegressor",
+    "SpeakerNormalizer",
+    "GlobalNormalizer",
+    "run_experiment",
+    "Experiment",
+    "ExperimentResult",
+    "Predictor",
     "ccc_score",
     "ccc_scorer",
     "save_model",
@@ -53,3 +67,16 @@ __all__ = [
     "ParameterError",
     "TargetError",
 ]
+
+
+def __getattr__(name: str):
+    # Predictor needs the audio and extractor stack (librosa, opensmile...): loaded when used
+    if name == "Predictor":
+        from .predict import Predictor
+
+        return Predictor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"Predictor"})

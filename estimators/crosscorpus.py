@@ -9,9 +9,9 @@ corpus caches) or from Python::
     results = run_cross_corpus(make_pipeline, data, seeds=[0, 1, 2])
 
 Labels are harmonised first (IEMOCAP's ``neu/hap/ang/sad`` become ``neutral/happy/angry/sad``,
-the names every other loader uses); utterances whose label the other corpus lacks are left
-out and counted (``RAVDESS -> EmoDB``: calm and surprised are dropped on the training side,
-bored on the test side). Early stopping uses the estimator's own speaker-disjoint validation
+the names every other loader uses: :data:`featcache.corpora.HARMONISE`, re-exported here);
+utterances whose label the other corpus lacks are left out and counted (``RAVDESS -> EmoDB``:
+calm and surprised are dropped on the training side, bored on the test side). Early stopping uses the estimator's own speaker-disjoint validation
 split of the *training* corpus; the test corpus is never seen before testing. Normalisers are
 fitted on the training corpus (speaker normalisation uses each corpus's own per-speaker
 statistics, as within a corpus).
@@ -27,14 +27,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from featcache.corpora import HARMONISE, harmonise_labels
+
 from .errors import ParameterError
 
 __all__ = ["CrossCorpusSpec", "CrossCorpusData", "HARMONISE", "parse_cross_corpus", "resolve_caches", "cross_corpus_sets", "run_cross_corpus"]
 
 _SPEC = re.compile(r"cross-corpus:([A-Za-z0-9_.-]+?)->([A-Za-z0-9_.-]+)")
-
-#: label names mapped to the common vocabulary before the shared labels are found
-HARMONISE: dict[str, str] = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}
 
 
 @dataclass(frozen=True)
@@ -116,8 +115,7 @@ def resolve_caches(root: Path | str | None, spec: CrossCorpusSpec):
 
 def _harmonised_set(cache, features: str):
     labels = sorted({str(v) for v in cache.utterances["label"].dropna()})
-    mapping = {lab: HARMONISE.get(lab, lab) for lab in labels}
-    return cache.select(features, label_map=mapping)
+    return cache.select(features, label_map=harmonise_labels(labels))
 
 
 def _keep(X, shared: set[str]):

@@ -5,19 +5,26 @@ Split specs (``estimators fit --cv SPEC``)
 * ``groupkfold:K`` -- :class:`sklearn.model_selection.GroupKFold` with ``K`` folds, the
   groups being the speakers (every speaker is in exactly one test fold);
 * ``logo`` -- :class:`sklearn.model_selection.LeaveOneGroupOut`: one fold per speaker;
-* a name registered in :data:`PROTOCOLS` (corpus-specific protocols, e.g. a fixed
-  train/test speaker list).
+* a split protocol registered in :data:`estimators.protocols.PROTOCOL_REGISTRY` (an alias
+  of a spec, or a callable ``f(groups, y)``; see
+  :func:`estimators.protocols.register_protocol`).
 
-:func:`make_cv` turns a spec into a list of ``(train_index, test_index)`` pairs.
+:func:`make_cv` turns a spec into a list of ``(train_index, test_index)`` pairs. Corpus
+protocols (:class:`estimators.protocols.Protocol`: kept utterances, label map, fixed
+validation speakers) need the utterance table and are applied by the experiment, not here.
+:data:`PROTOCOLS` is the registry itself, under the name this module has always used.
 
 Grids (``--grid "hidden=64,128;lr=1e-3,3e-4"``)
 -----------------------------------------------
 :func:`parse_grid` turns the short form into a scikit-learn parameter grid (a dict of
-lists) with the estimator's parameter names; see :data:`GRID_NAMES`.
+lists) with the estimator's parameter names; see :data:`GRID_NAMES` (both live in
+``estimators/_grid.py`` and are public here).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 import sys
 import warnings
@@ -26,25 +33,22 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
 
+from ._grid import GRID_NAMES, parse_grid, parse_hidden
 from .errors import ParameterError
+from .protocols import PROTOCOL_REGISTRY, Protocol, list_protocols
 
-__all__ = ["PROTOCOLS", "make_cv", "describe_cv_forms", "inner_cv", "parse_grid", "GRID_NAMES", "run_folds", "FoldResult"]
+__all__ = ["PROTOCOLS", "make_cv", "describe_cv_forms", "inner_cv", "parse_grid", "parse_hidden", "GRID_NAMES", "run_folds", "FoldResult"]
 
-#: Registered evaluation protocols, name -> either a split spec string (``"groupkfold:5"``,
-#: ``"logo"``) or a callable ``f(groups, y)`` returning an iterable of
-#: ``(train_index, test_index)`` pairs or a scikit-learn splitter (an object with
-#: ``split(X, y, groups)``). Filled elsewhere (corpus protocols).
-PROTOCOLS: dict[str, str | Callable[..., Any]] = {}
+#: The protocol registry, :data:`estimators.protocols.PROTOCOL_REGISTRY` (the same dict):
+#: name -> a Protocol, a split spec string or a callable ``f(groups, y)``.
+PROTOCOLS = PROTOCOL_REGISTRY
 
 _GROUPKFOLD = re.compile(r"groupkfold:(\d+)")
 
 
 def describe_cv_forms() -> str:
     """The allowed forms of a split spec, for error messages and help texts."""
-    from .protocols import list_protocols
-
-    names = sorted(set(PROTOCOLS) | set(list_protocols()))
-    return "'groupkfold:K' (K >= 2 folds by speaker), 'logo' (leave one speaker out), a protocol (" + ", ".join(names) + ") or 'cross-corpus:TRAIN->TEST'"
+    return "'groupkfold:K' (K >= 2 folds by speaker), 'logo' (leave one speaker out), a protocol (" + ", ".join(list_protocols()) + ") or 'cross-corpus:TRAIN->TEST'"
 
 
 def make_cv(spec: str, groups: Iterable, y: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -53,7 +57,7 @@ def make_cv(spec: str, groups: Iterable, y: np.ndarray | None = None) -> list[tu
     Parameters
     ----------
     spec : str
-        ``groupkfold:K``, ``logo`` or a name in :data:`PROTOCOLS`.
+        ``groupkfold:K``, ``logo`` or the name of a split protocol in :data:`PROTOCOLS`.
     groups : array-like of shape (n_utterances,)
         Speaker of every utterance.
     y : ndarray, optional
@@ -67,25 +71,17 @@ def make_cv(spec: str, groups: Iterable, y: np.ndarray | None = None) -> list[tu
     Raises
     ------
     ParameterError
-        Unknown spec (the message lists the allowed forms), ``K < 2``, or more folds than
-        speakers.
+        Unknown spec (the message lists the allowed forms), ``K < 2``, more folds than
+        speakers, or the name of a corpus protocol (it needs the utterance table:
+        :meth:`estimators.protocols.Protocol.folds`).
     """
     groups = np.asarray(list(groups) if not isinstance(groups, np.ndarray) else groups).astype(str)
     n_speakers = len(np.unique(groups))
     text = spec.strip() if isinstance(spec, str) else spec
     if not isinstance(text, str) or not text:
         raise ParameterError("cv", describe_cv_forms(), spec)
-    if text in PROTOCOLS:
-        proto = PROTOCOLS[text]
-        if isinstance(proto, str):
-            if proto in PROTOCOLS:
-                raise ParameterError("cv", "a protocol that does not name another protocol", proto)
-            return make_cv(proto, groups, y)
-        out = proto(groups, y)
-        if hasattr(out, "split"):
-            out = out.split(np.zeros(len(groups)), y, groups)
-        splits = [(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)) for a, b in out]
-        return _checked(splits, text)
+    if text in PROTOCOL_REGISTRY:
+        return _registered_splits(text, groups, y)
     low = text.lower()
     m = _GROUPKFOLD.fullmatch(low)
     if m:
@@ -103,6 +99,25 @@ def make_cv(spec: str, groups: Iterable, y: np.ndarray | None = None) -> list[tu
         raise ParameterError("cv", describe_cv_forms(), spec)
     splits = [(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)) for a, b in splitter.split(np.zeros(len(groups)), None, groups)]
     return _checked(splits, text)
+
+
+def _registered_splits(name: str, groups: np.ndarray, y: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The splits of the split protocol registered as ``name``."""
+    proto = PROTOCOL_REGISTRY[name]
+    if isinstance(proto, Protocol):
+        raise ParameterError(
+            "cv", f"a split spec or split protocol (corpus protocol {name!r} needs the utterance table: Protocol.folds(table), or --cv {name})",
+            f"{name} with speakers only",
+        )
+    if isinstance(proto, str):
+        if proto in PROTOCOL_REGISTRY:
+            raise ParameterError("cv", "a protocol that does not name another protocol", proto)
+        return make_cv(proto, groups, y)
+    out = proto(groups, y)
+    if hasattr(out, "split"):
+        out = out.split(np.zeros(len(groups)), y, groups)
+    splits = [(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)) for a, b in out]
+    return _checked(splits, name)
 
 
 def _checked(splits: list[tuple[np.ndarray, np.ndarray]], spec: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -126,102 +141,6 @@ def inner_cv(groups: np.ndarray, n_splits: int = 3) -> GroupKFold:
     if n < 2:
         raise ParameterError("grid", "training folds with at least 2 speakers (inner GroupKFold by speaker)", f"{n} speaker")
     return GroupKFold(n_splits=min(n_splits, n))
-
-
-#: Short grid names -> estimator parameter names (``hidden`` gives two layers ``(h, h)``).
-GRID_NAMES: dict[str, str] = {
-    "hidden": "hidden_sizes",
-    "hidden_sizes": "hidden_sizes",
-    "lr": "lr",
-    "dropout": "dropout",
-    "batch": "batch_size",
-    "batch_size": "batch_size",
-    "pooling": "pooling",
-    "layer_weighting": "layer_weighting",
-    "max_frames": "max_frames",
-}
-
-
-def _scalar(text: str) -> Any:
-    t = text.strip()
-    if t.lower() == "none":
-        return None
-    try:
-        return int(t)
-    except ValueError:
-        pass
-    try:
-        return float(t)
-    except ValueError:
-        return t
-
-
-def _hidden(text: str) -> tuple[int, ...]:
-    """``64`` -> (64, 64); ``128x64`` -> (128, 64)."""
-    parts = [p for p in re.split(r"[x/]", text.strip().lower()) if p]
-    try:
-        sizes = tuple(int(p) for p in parts)
-    except ValueError:
-        sizes = ()
-    if not sizes or any(s < 1 for s in sizes):
-        raise ParameterError("grid hidden", "positive integers: H (two layers of H) or AxB", text)
-    return sizes * 2 if len(sizes) == 1 else sizes
-
-
-def parse_grid(text: str, prefix: str = "") -> dict[str, list]:
-    """Parse ``"hidden=64,128;lr=1e-3,3e-4"`` into a scikit-learn parameter grid.
-
-    Parameters
-    ----------
-    text : str
-        ``NAME=V1,V2,...`` items joined by ``;``. Names: see :data:`GRID_NAMES`
-        (``hidden=64`` means ``hidden_sizes=(64, 64)``; ``128x64`` gives ``(128, 64)``);
-        ``none`` is None; numbers are parsed as int, then float.
-    prefix : str
-        Prepended to every parameter name (``"est__"`` for a Pipeline step).
-
-    Returns
-    -------
-    dict of str to list
-
-    Raises
-    ------
-    ParameterError
-        Malformed items, unknown names or empty value lists.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise ParameterError("grid", "'NAME=V1,V2;NAME=...' (e.g. 'hidden=64,128;lr=1e-3,3e-4')", text)
-    grid: dict[str, list] = {}
-    for item in text.split(";"):
-        item = item.strip()
-        if not item:
-            continue
-        if "=" not in item:
-            raise ParameterError("grid", "items of the form NAME=V1,V2,... separated by ';'", item)
-        name, _, values = item.partition("=")
-        name = name.strip().lower()
-        if name not in GRID_NAMES:
-            raise ParameterError("grid name", f"one of {', '.join(GRID_NAMES)}", name)
-        vals = [v for v in values.split(",") if v.strip()]
-        if not vals:
-            raise ParameterError(f"grid {name}", "at least one value", values)
-        key = GRID_NAMES[name]
-        if key == "hidden_sizes":
-            parsed = [_hidden(v) for v in vals]
-        else:
-            parsed = [_scalar(v) for v in vals]
-        if key in ("lr", "dropout") and not all(isinstance(v, (int, float)) for v in parsed):
-            raise ParameterError(f"grid {name}", "numbers", values)
-        if key == "batch_size" and not all(isinstance(v, int) and v > 0 for v in parsed):
-            raise ParameterError(f"grid {name}", "positive integers", values)
-        if key == "max_frames" and not all(v is None or (isinstance(v, int) and v > 0) for v in parsed):
-            raise ParameterError(f"grid {name}", "positive integers or none", values)
-        if key in ("lr", "dropout"):
-            parsed = [float(v) for v in parsed]
-        grid[prefix + key] = parsed
-    if not grid:
-        raise ParameterError("grid", "at least one NAME=V1,V2 item", text)
-    return grid
 
 
 # --------------------------------------------------------------------------- running folds x seeds
@@ -360,38 +279,54 @@ def run_folds(
     groups = np.asarray(groups)
     y = np.asarray(y)
     tasks = [(s, f, sp[0], sp[1], sp[2] if len(sp) > 2 else None) for s in seeds for f, sp in enumerate(splits)]
-    outer_parallel = n_jobs not in (0, 1, None) and len(tasks) > 1
-    grid_jobs = 1 if outer_parallel else n_jobs
+    fit = functools.partial(_one_fold, make_pipeline, X, y, groups, param_grid=param_grid, task=task, keep_pipeline=keep_pipeline)
     bar = tqdm(total=len(tasks), desc="folds x seeds", unit="fit", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    results: list[FoldResult] = []
     # the same warning from every fit (e.g. a one-speaker inner training fold) is shown once
-    caught_cm = warnings.catch_warnings(record=True)
-    caught = caught_cm.__enter__()
-    warnings.simplefilter("always")
-    try:
-        if outer_parallel:
-            from joblib import Parallel, delayed
-
-            gen = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-                delayed(_one_fold)(make_pipeline, X, y, groups, tr, te, s, f, param_grid, task, 1, keep_pipeline, va)
-                for s, f, tr, te, va in tasks
-            )
-            for r in gen:
-                results.append(r)
-                bar.update(1)
-        else:
-            for s, f, tr, te, va in tasks:
-                bar.set_postfix_str(f"seed {s} fold {f}", refresh=False)
-                results.append(_one_fold(make_pipeline, X, y, groups, tr, te, s, f, param_grid, task, grid_jobs, keep_pipeline, va))
-                bar.update(1)
-    finally:
-        bar.close()
-        caught_cm.__exit__(None, None, None)
-        seen = set()
-        for w in caught:
-            key = (w.category, str(w.message))
-            if key not in seen:
-                seen.add(key)
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    with _warnings_once():
+        try:
+            results = _fit_tasks(fit, tasks, n_jobs, bar)
+        finally:
+            bar.close()
     results.sort(key=lambda r: (r.seed, r.fold))
     return results
+
+
+def _fit_tasks(fit: Callable[..., FoldResult], tasks: list[tuple], n_jobs: int | None, bar) -> list[FoldResult]:
+    """Run ``fit`` on every (seed, fold, train, test, valid) task, in the order they finish.
+
+    Several tasks and ``n_jobs`` not 0/1/None: the tasks run in parallel (joblib), each grid
+    search on one job; else one after the other, each grid search on ``n_jobs`` jobs.
+    """
+    if n_jobs in (0, 1, None) or len(tasks) <= 1:
+        results = []
+        for s, f, tr, te, va in tasks:
+            bar.set_postfix_str(f"seed {s} fold {f}", refresh=False)
+            results.append(fit(train=tr, test=te, seed=s, fold=f, grid_jobs=n_jobs, valid=va))
+            bar.update(1)
+        return results
+    from joblib import Parallel, delayed
+
+    gen = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+        delayed(fit)(train=tr, test=te, seed=s, fold=f, grid_jobs=1, valid=va) for s, f, tr, te, va in tasks
+    )
+    results = []
+    for r in gen:
+        results.append(r)
+        bar.update(1)
+    return results
+
+
+@contextlib.contextmanager
+def _warnings_once():
+    """Record the warnings of the block; on leaving it (even by an error) issue each distinct one once."""
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        first: dict = {}
+        for w in caught:
+            first.setdefault((w.category, str(w.message)), w)
+        for w in first.values():
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

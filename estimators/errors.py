@@ -8,6 +8,8 @@ conventions (and its estimator checks) expect.
 
 from __future__ import annotations
 
+from featcache.errors import ParameterError as _FeatcacheParameterError
+
 __all__ = [
     "EstimatorsError",
     "InputError",
@@ -29,17 +31,13 @@ class InputError(EstimatorsError, ValueError):
     """
 
 
-class ParameterError(EstimatorsError, ValueError):
+class ParameterError(EstimatorsError, _FeatcacheParameterError):
     """A constructor parameter has a value that is not allowed.
 
-    The message names the parameter, what is allowed and what was given.
+    The message names the parameter, what is allowed and what was given
+    (``ParameterError(name, allowed, given)``, one definition shared with
+    :class:`featcache.ParameterError`, which this also is).
     """
-
-    def __init__(self, name: str, allowed: str, given: object) -> None:
-        self.name = name
-        self.allowed = allowed
-        self.given = given
-        super().__init__(f"{name} must be {allowed}; got {given!r}")
 
 
 class TargetError(EstimatorsError, ValueError):

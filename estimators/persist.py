@@ -8,16 +8,21 @@ A model directory holds
   file, library versions and the caller's ``extra`` dict;
 * ``weights.safetensors`` -- the module's ``state_dict`` (float32 tensors).
 
+``model.json`` carries the checksum of its own content (``checksum``) and the SHA-256 of
+the weights file, so corruption of either is detected.
+
 :func:`load_model` rebuilds the module from its configuration and loads the tensors; it
-never unpickles anything. Any problem (missing or truncated file, bad JSON, unknown
-format/version/class, checksum mismatch, missing/unexpected/wrongly shaped tensors) raises
-:class:`estimators.errors.ModelFileError`.
+never unpickles anything. A model directory is untrusted input (see
+:mod:`estimators._modelfiles`): the weights file must lie inside the directory, every
+fitted attribute and size is checked, and the module configuration must match the shapes
+of the stored tensors before the module is built. Any problem (missing or truncated file,
+bad JSON, unknown format/version/class, checksum mismatch, missing/unexpected/wrongly
+shaped tensors, out-of-range values) raises :class:`estimators.errors.ModelFileError`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -27,9 +32,21 @@ import sklearn
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from featcache.fileio import atomic_write_bytes, atomic_write_json
+
+from ._modelfiles import (
+    MAX_WEIGHTS_BYTES,
+    check_fitted,
+    check_module_config,
+    check_weights_match,
+    read_inside,
+    read_model_json,
+    verify_doc_checksum,
+    with_checksum,
+)
 from ._modules import build_module
 from .classifiers import CNNClassifier, DenseClassifier, FusionClassifier, LSTMClassifier
-from .errors import EstimatorsError, ModelFileError
+from .errors import EstimatorsError, ModelFileError, ParameterError
 from .regressors import DenseRegressor, LSTMRegressor
 
 __all__ = ["save_model", "load_model", "read_model_info", "FORMAT_NAME", "FORMAT_VERSION"]
@@ -87,15 +104,6 @@ def _params_json(estimator: Any) -> tuple[dict, list[str]]:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def save_model(estimator: Any, directory: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -163,13 +171,17 @@ def save_model(estimator: Any, directory: str | os.PathLike, extra: dict | None 
         doc["feature_info"] = _jsonable(estimator.feature_info_)
     except TypeError:
         doc["feature_info"] = {"repr": repr(estimator.feature_info_)}
-    _write_atomic(directory / WEIGHTS_FILE, weights)
-    _write_atomic(directory / MODEL_FILE, json.dumps(doc, indent=1).encode("utf-8"))
+    atomic_write_bytes(directory / WEIGHTS_FILE, weights)
+    atomic_write_json(directory / MODEL_FILE, with_checksum(doc))
     return directory
 
 
 def read_model_info(directory: str | os.PathLike) -> dict:
     """Parse and check ``model.json`` of a model directory (no weights loaded).
+
+    Checks, in this order: readable JSON object within size and nesting limits, format and
+    version, estimator class, the file's own checksum, then the structure and bounds of
+    ``params``, ``fitted``, ``module_config`` and ``weights``.
 
     Returns
     -------
@@ -181,33 +193,70 @@ def read_model_info(directory: str | os.PathLike) -> dict:
     ModelFileError
     """
     path = Path(directory) / MODEL_FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ModelFileError(f"{path}: missing (not a model directory?)") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{path}: cannot be read ({exc})") from exc
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{path}: invalid JSON ({exc})") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+    if not os.path.lexists(path):
+        raise ModelFileError(f"{path}: missing (not a model directory?)")
+    doc = read_model_json(path, MODEL_FILE)
+    if doc.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{path}: not an {FORMAT_NAME} file")
-    if doc.get("format_version") != FORMAT_VERSION:
+    if doc.get("format_version") != FORMAT_VERSION or isinstance(doc.get("format_version"), bool):
         raise ModelFileError(
             f"{path}: format version {doc.get('format_version')!r} is not supported (this "
             f"library reads version {FORMAT_VERSION})"
         )
-    if doc.get("class") not in ESTIMATOR_CLASSES:
+    if not isinstance(doc.get("class"), str) or doc["class"] not in ESTIMATOR_CLASSES:
         raise ModelFileError(f"{path}: unknown estimator class {doc.get('class')!r}")
+    verify_doc_checksum(doc, path)
     for key, kind in (("params", dict), ("fitted", dict), ("module_config", dict), ("weights", dict)):
         if not isinstance(doc.get(key), kind):
             raise ModelFileError(f"{path}: {key!r} missing or not a {kind.__name__}")
+    check_module_config(doc["module_config"], str(path))
     return doc
+
+
+def _make_estimator(doc: dict, where: Path) -> Any:
+    """The estimator with the recorded parameters, checked as ``fit`` checks them."""
+    cls = ESTIMATOR_CLASSES[doc["class"]]
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["params"].items()}
+    try:
+        estimator = cls(**params)
+    except TypeError as exc:
+        raise ModelFileError(f"{where}: parameters do not match {cls.__name__} ({exc})") from exc
+    device = estimator.get_params().get("device")
+    try:
+        # the device is checked where the model is used (it may have been trained on a GPU)
+        estimator.set_params(device="cpu")
+        estimator._check_params()
+    except ParameterError as exc:
+        raise ModelFileError(f"{where}: invalid parameter ({exc})") from exc
+    except (TypeError, ValueError) as exc:  # a value of a type no check expects
+        raise ModelFileError(f"{where}: invalid parameters ({type(exc).__name__}: {exc})") from exc
+    if not (device is None or isinstance(device, str)):
+        raise ModelFileError(f"{where}: invalid parameter (device must be a string; got {device!r})")
+    estimator.set_params(device=device)
+    return estimator
+
+
+def _load_tensors(directory: Path, doc: dict) -> tuple[Path, dict]:
+    weights = doc["weights"]
+    if weights.get("sha256") is None:
+        raise ModelFileError(f"{directory / MODEL_FILE}: weights.sha256 missing")
+    wpath, data = read_inside(
+        directory, weights.get("file", WEIGHTS_FILE), f"{MODEL_FILE} weights.file", weights["sha256"], MAX_WEIGHTS_BYTES
+    )
+    from safetensors.torch import load as st_load
+
+    try:
+        return wpath, st_load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise ModelFileError(f"{wpath}: not a valid safetensors file ({exc})") from exc
 
 
 def load_model(directory: str | os.PathLike) -> Any:
     """Rebuild a fitted estimator saved with :func:`save_model`.
+
+    The directory is untrusted input: see :mod:`estimators._modelfiles` for what is checked
+    (nothing is unpickled, no file outside the directory is read, the module is built only
+    when its configuration matches the stored tensors).
 
     Parameters
     ----------
@@ -224,56 +273,21 @@ def load_model(directory: str | os.PathLike) -> Any:
     """
     directory = Path(directory)
     doc = read_model_info(directory)
-    cls = ESTIMATOR_CLASSES[doc["class"]]
-    params = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["params"].items()}
-    try:
-        estimator = cls(**params)
-    except TypeError as exc:
-        raise ModelFileError(f"{directory / MODEL_FILE}: parameters do not match {cls.__name__} ({exc})") from exc
-
-    wpath = directory / doc["weights"].get("file", WEIGHTS_FILE)
-    try:
-        data = wpath.read_bytes()
-    except FileNotFoundError as exc:
-        raise ModelFileError(f"{wpath}: missing") from exc
-    except OSError as exc:
-        raise ModelFileError(f"{wpath}: cannot be read ({exc})") from exc
-    expected = doc["weights"].get("sha256")
-    if expected is not None and _sha256(data) != expected:
-        raise ModelFileError(f"{wpath}: checksum mismatch (file truncated or modified)")
-
-    from safetensors.torch import load as st_load
-
-    try:
-        tensors = st_load(data)
-    except Exception as exc:  # safetensors raises its own error types
-        raise ModelFileError(f"{wpath}: not a valid safetensors file ({exc})") from exc
+    where = directory / MODEL_FILE
+    estimator = _make_estimator(doc, where)
+    fitted = check_fitted(doc, str(where))
+    wpath, tensors = _load_tensors(directory, doc)
+    check_weights_match(doc["module_config"], tensors, str(where), wpath)
     try:
         module = build_module(doc["module_config"])
-    except Exception as exc:
-        raise ModelFileError(f"{directory / MODEL_FILE}: invalid module_config ({exc})") from exc
-    try:
         module.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
+    except Exception as exc:  # noqa: BLE001 - shapes were checked; anything left is a bad file
         raise ModelFileError(f"{wpath}: weights do not match the model ({exc})") from exc
     module.eval()
-
-    fitted = doc["fitted"]
-    try:
-        for attr in _SCALAR_ATTRS:
-            if attr in fitted:
-                setattr(estimator, attr, fitted[attr])
-        for attr in _ARRAY_ATTRS:
-            if attr in fitted:
-                v = fitted[attr]
-                setattr(estimator, attr, None if v is None else np.asarray(v["values"], dtype=v["dtype"]))
-        if "classes" in doc:
-            c = doc["classes"]
-            estimator.classes_ = np.asarray(c["values"], dtype=c["dtype"])
-        estimator.feature_info_ = doc.get("feature_info")
-        estimator.module_config_ = doc["module_config"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{directory / MODEL_FILE}: invalid fitted attributes ({exc})") from exc
+    for attr, value in fitted.items():
+        setattr(estimator, attr, value)
+    estimator.feature_info_ = doc.get("feature_info")
+    estimator.module_config_ = doc["module_config"]
     _check_consistency(estimator, directory)
     estimator.module_ = module
     return estimator

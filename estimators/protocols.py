@@ -5,6 +5,14 @@ utterances used, the label set, the train / validation / test speakers of every 
 how the validation data for early stopping is chosen. No protocol ever uses test speakers
 for validation.
 
+This module is the one place for named protocols: :data:`PROTOCOL_REGISTRY` holds every
+``--cv NAME`` (the corpus protocols below and anything added with
+:func:`register_protocol`); :func:`estimators.cv.make_cv`,
+:func:`estimators.cv.describe_cv_forms` and the experiment only consult it
+(:data:`estimators.cv.PROTOCOLS` is the same dict). The corpus facts the built-in
+protocols use (which RAVDESS actors train, validate and test; IEMOCAP's sessions) are
+written here, in the functions that make their folds.
+
 Use ``estimators fit --cv NAME`` or :func:`get_protocol` from Python::
 
     proto = get_protocol("ravdess-pepino")
@@ -16,14 +24,15 @@ Use ``estimators fit --cv NAME`` or :func:`get_protocol` from Python::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+import re
+from typing import Any, Callable, Union
 
 import numpy as np
 import pandas as pd
 
 from .errors import ParameterError
 
-__all__ = ["Fold", "Protocol", "PROTOCOL_REGISTRY", "get_protocol", "list_protocols"]
+__all__ = ["Fold", "Protocol", "ProtocolEntry", "PROTOCOL_REGISTRY", "register_protocol", "get_protocol", "corpus_protocol", "list_protocols"]
 
 
 @dataclass
@@ -136,58 +145,128 @@ def _loso(table: pd.DataFrame) -> list[Fold]:
     return [_by_values(sp, set(sp) - {s}, set(), {s}) for s in sorted(set(sp))]
 
 
-PROTOCOL_REGISTRY: dict[str, Protocol] = {
-    p.name: p
-    for p in [
-        Protocol(
-            "ravdess-pepino",
-            "RAVDESS as Pepino et al. (2021): actors 1-20 train, 21-22 validation, 23-24 test; 7 classes "
-            "(calm merged into neutral); speech and song when the cache holds both",
-            "actors 21-22 (fixed)",
-            "ravdess",
-            "ravdess7",
-            _all,
-            _ravdess_pepino,
-        ),
-        Protocol(
-            "ravdess-6fold",
-            "RAVDESS speech only, 8 classes, 6 folds of 4 consecutive actors (1-4, 5-8, ..., 21-24), "
-            "as EmoBox's speaker-independent folds",
-            "internal speaker-disjoint split of the training actors",
-            "ravdess",
-            None,
-            _ravdess_speech,
-            _ravdess_6fold,
-        ),
-        Protocol(
-            "iemocap-loso",
-            "IEMOCAP, 4 classes (excited merged into happy), 5 folds leaving one session out",
-            "the next session (cyclically) of the 4 training sessions",
-            "iemocap",
-            None,
-            _all,
-            _iemocap_loso,
-        ),
-        Protocol(
-            "emodb-loso",
-            "EmoDB, leave one speaker out (10 folds)",
-            "internal speaker-disjoint split of the training speakers",
-            "emodb",
-            None,
-            _all,
-            _loso,
-        ),
-    ]
-}
+#: What a registry name stands for: a :class:`Protocol`, a split spec string (an alias such
+#: as ``"groupkfold:5"``) or a callable ``f(groups, y)`` returning ``(train_index,
+#: test_index)`` pairs or a scikit-learn splitter (an object with ``split(X, y, groups)``).
+ProtocolEntry = Union[Protocol, str, Callable[..., Any]]
+
+_BUILT_IN: list[Protocol] = [
+    Protocol(
+        "ravdess-pepino",
+        "RAVDESS as Pepino et al. (2021): actors 1-20 train, 21-22 validation, 23-24 test; 7 classes "
+        "(calm merged into neutral); speech and song when the cache holds both",
+        "actors 21-22 (fixed)",
+        "ravdess",
+        "ravdess7",
+        _all,
+        _ravdess_pepino,
+    ),
+    Protocol(
+        "ravdess-6fold",
+        "RAVDESS speech only, 8 classes, 6 folds of 4 consecutive actors (1-4, 5-8, ..., 21-24), "
+        "as EmoBox's speaker-independent folds",
+        "internal speaker-disjoint split of the training actors",
+        "ravdess",
+        None,
+        _ravdess_speech,
+        _ravdess_6fold,
+    ),
+    Protocol(
+        "iemocap-loso",
+        "IEMOCAP, 4 classes (excited merged into happy), 5 folds leaving one session out",
+        "the next session (cyclically) of the 4 training sessions",
+        "iemocap",
+        None,
+        _all,
+        _iemocap_loso,
+    ),
+    Protocol(
+        "emodb-loso",
+        "EmoDB, leave one speaker out (10 folds)",
+        "internal speaker-disjoint split of the training speakers",
+        "emodb",
+        None,
+        _all,
+        _loso,
+    ),
+]
+
+
+#: The one registry of named protocols, name -> :data:`ProtocolEntry`: the built-in corpus
+#: protocols and whatever :func:`register_protocol` added. ``estimators.cv.PROTOCOLS`` is
+#: this same dict.
+PROTOCOL_REGISTRY: dict[str, ProtocolEntry] = {p.name: p for p in _BUILT_IN}
+
+# names make_cv reads as split specs (or the experiment as cross-corpus): a protocol of that
+# name would shadow them
+_SPEC_NAME = re.compile(r"logo|groupkfold:\d+|cross-corpus.*", re.IGNORECASE | re.DOTALL)
+
+
+def register_protocol(name: str, protocol: ProtocolEntry, *, replace: bool = False) -> ProtocolEntry:
+    """Add a named protocol to :data:`PROTOCOL_REGISTRY` and return it.
+
+    It is then accepted by ``--cv NAME``, :func:`estimators.cv.make_cv` (split
+    protocols), :func:`get_protocol` and listed by :func:`list_protocols` and
+    :func:`estimators.cv.describe_cv_forms`.
+
+    Parameters
+    ----------
+    name : str
+        The ``--cv`` name; not a split spec form (``logo``, ``groupkfold:K``,
+        ``cross-corpus:...``) and without surrounding spaces.
+    protocol : Protocol, str or callable
+        A :class:`Protocol` named ``name`` (kept utterances, label map, folds over the
+        utterance table, optional fixed validation speakers); a split spec string
+        (``"groupkfold:K"`` or ``"logo"``) that ``name`` stands for; or a callable
+        ``f(groups, y)`` returning ``(train_index, test_index)`` pairs or a
+        scikit-learn splitter.
+    replace : bool
+        Allow replacing a protocol already registered under ``name``.
+
+    Raises
+    ------
+    ParameterError
+        A bad name, a name already taken (without ``replace``), a Protocol whose own name
+        differs, a string that is not a split spec, or anything else.
+    """
+    if not isinstance(name, str) or not name or name != name.strip() or _SPEC_NAME.fullmatch(name):
+        raise ParameterError("protocol name", "a non-empty name without surrounding spaces that is not a split spec form (logo, groupkfold:K, cross-corpus:...)", name)
+    if name in PROTOCOL_REGISTRY and not replace:
+        raise ParameterError("protocol name", "a name not registered yet (or pass replace=True)", name)
+    if isinstance(protocol, Protocol):
+        if protocol.name != name:
+            raise ParameterError("protocol", f"a Protocol named {name!r}", f"a Protocol named {protocol.name!r}")
+    elif isinstance(protocol, str):
+        if not re.fullmatch(r"logo|groupkfold:\d+", protocol.strip().lower()):
+            raise ParameterError("protocol", "a split spec string: 'groupkfold:K' or 'logo'", protocol)
+    elif not callable(protocol):
+        raise ParameterError("protocol", "a Protocol, a split spec string or a callable f(groups, y)", protocol)
+    PROTOCOL_REGISTRY[name] = protocol
+    return protocol
 
 
 def list_protocols() -> list[str]:
+    """The names in :data:`PROTOCOL_REGISTRY`, sorted."""
     return sorted(PROTOCOL_REGISTRY)
 
 
-def get_protocol(name: str) -> Protocol:
-    """The registered protocol ``name`` (ParameterError listing the names otherwise)."""
+def get_protocol(name: str) -> ProtocolEntry:
+    """The registered protocol ``name`` (ParameterError listing the names otherwise).
+
+    A :class:`Protocol` for the corpus protocols; what was registered (split spec string
+    or callable) for split protocols.
+    """
     try:
         return PROTOCOL_REGISTRY[name]
     except KeyError:
         raise ParameterError("cv", "one of " + ", ".join(list_protocols()), name) from None
+
+
+def corpus_protocol(name: str) -> Protocol | None:
+    """The :class:`Protocol` registered as ``name``; None for split protocols and other names.
+
+    The experiment applies such a protocol to the utterance table (selection, label map,
+    folds with validation); everything else goes through :func:`estimators.cv.make_cv`.
+    """
+    entry = PROTOCOL_REGISTRY.get(name)
+    return entry if isinstance(entry, Protocol) else None

@@ -18,6 +18,7 @@ listed separately in ``per_fold``.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import platform
@@ -26,6 +27,8 @@ from typing import Any, Sequence
 
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
+
+from featcache import fileio
 
 __all__ = [
     "classification_scores",
@@ -126,8 +129,10 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: st
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        _save_figure(fig, path)
+    finally:
+        plt.close(fig)
     return Path(path)
 
 
@@ -152,8 +157,10 @@ def plot_layer_weights(weights: np.ndarray, path: Path, title: str = "") -> Path
     ax.legend(fontsize=8)
     ax.set_title(title or f"layer weights, mean ± std over {len(w)} runs", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        _save_figure(fig, path)
+    finally:
+        plt.close(fig)
     return Path(path)
 
 
@@ -183,12 +190,23 @@ def _default(o: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON (numpy values converted), atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_default, allow_nan=True) + "\n")
-    tmp.replace(path)
-    return path
+    """Write ``obj`` as indented JSON (numpy values converted), atomically.
+
+    Raises
+    ------
+    OSError
+        The write failed (e.g. a full disk); ``path`` is then left as it was.
+    """
+    text = json.dumps(obj, indent=1, default=_default, allow_nan=True) + "\n"
+    fileio.atomic_write_bytes(Path(path), text.encode("utf-8"))
+    return Path(path)
+
+
+def _save_figure(fig, path: Path) -> None:
+    """PNG bytes of ``fig``, written atomically (like every file of a run)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    fileio.atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def score_runs(results: list, y: np.ndarray, *, task: str = "classification", targets: Sequence[str] | None = None, groups: np.ndarray | None = None) -> dict[str, Any]:
@@ -238,7 +256,7 @@ def score_runs(results: list, y: np.ndarray, *, task: str = "classification", ta
 
 def write_predictions(path: Path, results: list, ids: np.ndarray, groups: np.ndarray, y: np.ndarray, *, task: str = "classification", targets: Sequence[str] | None = None) -> Path:
     """``predictions.csv``: one row per test utterance, fold and seed (id, speaker, seed, fold,
-    true value(s), prediction(s))."""
+    true value(s), prediction(s)), written atomically."""
     import pandas as pd
 
     y = np.asarray(y)
@@ -257,5 +275,6 @@ def write_predictions(path: Path, results: list, ids: np.ndarray, groups: np.nda
                 df[n] = t[:, j]
                 df[f"predicted_{n}"] = p[:, j]
         frames.append(df)
-    pd.concat(frames, ignore_index=True).to_csv(path, index=False)
+    text = pd.concat(frames, ignore_index=True).to_csv(index=False)
+    fileio.atomic_write_bytes(Path(path), text.encode("utf-8"))
     return Path(path)

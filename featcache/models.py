@@ -15,6 +15,10 @@ Loading goes through ``transformers.AutoModel.from_pretrained`` and
 (``HF_HOME``, ``HF_HUB_CACHE``) and offline mode (``HF_HUB_OFFLINE=1`` or
 ``TRANSFORMERS_OFFLINE=1``, read at call time) are honoured; nothing is downloaded by
 featcache itself.
+
+Every transformers load passes ``trust_remote_code=False``: Python code shipped with a
+model (``auto_map`` in ``config.json`` / ``preprocessor_config.json``) is never run, and
+transformers never asks on stdin; such a model raises :class:`~featcache.errors.ModelError`.
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ MODEL_DESCRIPTIONS: dict[str, str] = {
 _HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9_.\-]+$")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
 _FINGERPRINT_SAMPLE = 1 << 20  # bytes hashed at the start and at the end of each weight file
+# never run Python files of a model directory or Hub repository (and never prompt for it)
+_NO_REMOTE_CODE: dict[str, Any] = {"trust_remote_code": False}
 
 
 @dataclass(frozen=True)
@@ -101,13 +107,22 @@ def _short_names() -> str:
     return ", ".join(MODELS)
 
 
-def resolve_model(model: str) -> ResolvedModel:
+def resolve_model(model: str, *, allow_local: bool = True) -> ResolvedModel:
     """Resolve a short name, a local directory or a Hugging Face Hub id.
+
+    Parameters
+    ----------
+    model : str
+    allow_local : bool
+        False for a name read from an untrusted file (a saved model directory): only a
+        short name or a Hub id is accepted, and a Hub id that also exists as a path here
+        (which transformers would load instead) is refused.
 
     Raises
     ------
     ModelError
-        For a local path without ``config.json``, or a string that is none of the three.
+        For a local path without ``config.json``, a string that is none of the three, or
+        (``allow_local=False``) anything but a short name or a Hub id.
     """
     if not isinstance(model, (str, os.PathLike)) or not str(model).strip():
         raise ModelError(
@@ -117,6 +132,15 @@ def resolve_model(model: str) -> ResolvedModel:
     text = str(model).strip()
     if text in MODELS:
         return ResolvedModel(source=MODELS[text], store_name=text, is_local=False)
+    if not allow_local:
+        parts = text.split("/")
+        if not _HF_ID.match(text) or any(p in (".", "..") for p in parts) or os.path.lexists(text):
+            raise ModelError(
+                f"model {text!r} must be a short name ({_short_names()}) or a Hugging Face id "
+                "'org/name' that is not also a path here (local model directories are not "
+                "accepted from this source)"
+            )
+        return ResolvedModel(source=text, store_name=text.replace("/", "__"), is_local=False)
     path = Path(os.path.expanduser(text))
     if path.exists():
         path = path.resolve()
@@ -149,6 +173,13 @@ def offline_mode() -> bool:
 
 
 def _load_error(resolved: ResolvedModel, what: str, exc: BaseException) -> ModelError:
+    if "trust_remote_code" in str(exc) or "custom code" in str(exc):
+        return ModelError(
+            f"cannot load the {what} of {resolved.source!r}: it needs Python code shipped with "
+            f"the model (auto_map), and featcache never runs such code (trust_remote_code=False). "
+            f"Use a model whose architecture transformers itself provides (wav2vec2, hubert, "
+            f"wavlm...). ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        )
     if resolved.is_local:
         msg = (
             f"cannot load the {what} of the local model directory {resolved.source!r}: "
@@ -189,7 +220,7 @@ def _load_feature_extractor(resolved: ResolvedModel) -> Any:
         )
         return Wav2Vec2FeatureExtractor()
     try:
-        return AutoFeatureExtractor.from_pretrained(resolved.source, **_hub_kwargs(resolved))
+        return AutoFeatureExtractor.from_pretrained(resolved.source, **_NO_REMOTE_CODE, **_hub_kwargs(resolved))
     except Exception as exc:  # noqa: BLE001 - every loading failure becomes a ModelError
         raise _load_error(resolved, "feature extractor (preprocessor_config.json)", exc) from exc
 
@@ -202,7 +233,7 @@ def load_config(resolved: ResolvedModel) -> tuple[Any, Any]:
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(resolved.source, **_hub_kwargs(resolved))
+        config = AutoConfig.from_pretrained(resolved.source, **_NO_REMOTE_CODE, **_hub_kwargs(resolved))
     except Exception as exc:  # noqa: BLE001
         raise _load_error(resolved, "config", exc) from exc
     return config, _load_feature_extractor(resolved)
@@ -231,7 +262,9 @@ def load_model(resolved: ResolvedModel, *, device: Any = "cpu") -> tuple[Any, An
     major = int(transformers.__version__.split(".")[0])
     dtype_kw = {"dtype": torch.float32} if major >= 5 else {"torch_dtype": torch.float32}
     try:
-        model = AutoModel.from_pretrained(resolved.source, **dtype_kw, **_hub_kwargs(resolved))
+        model = AutoModel.from_pretrained(
+            resolved.source, **dtype_kw, **_NO_REMOTE_CODE, **_hub_kwargs(resolved)
+        )
     except Exception as exc:  # noqa: BLE001
         raise _load_error(resolved, "weights", exc) from exc
     feature_extractor = _load_feature_extractor(resolved)

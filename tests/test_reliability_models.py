@@ -117,7 +117,7 @@ def _edit(path, **changes):
         (_truncate, "weights.safetensors", "checksum mismatch"),
         (_flip, "weights.safetensors", "checksum mismatch"),
         (lambda p: p.unlink(), "weights.safetensors", "missing"),
-        (_truncate, "model.json", "invalid JSON"),
+        (_truncate, "model.json", "not valid JSON"),
         (lambda p: _edit(p, format_version=99), "model.json", "format version 99 is not supported"),
         (lambda p: _edit(p, **{"class": "os.system"}), "model.json", "unknown estimator class 'os.system'"),
         (_truncate, "normalizer.safetensors", "cannot be read"),

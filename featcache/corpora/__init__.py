@@ -9,7 +9,8 @@ Registered loaders: ``ravdess``, ``iemocap``, ``emodb``, ``tess``, ``savee``, ``
 and ``csv`` (any corpus listed in a CSV manifest). See :class:`CorpusScan` for the table
 columns shared by all corpora and each loader class for its own columns. Class-set
 variants (``ravdess7``: calm merged into neutral) are label maps, applied with
-:func:`apply_label_map`.
+:func:`apply_label_map`; :data:`HARMONISE` / :func:`harmonise_labels` give the common label
+names used to compare corpora (IEMOCAP's ``neu`` is ``neutral`` elsewhere).
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from featcache.corpora.base import (
     register_corpus,
 )
 from featcache.corpora.iemocap import Iemocap
-from featcache.corpora.labels import LABEL_MAPS, apply_label_map
+from featcache.corpora.labels import HARMONISE, LABEL_MAPS, apply_label_map, harmonise_labels
 from featcache.corpora.manifest import CsvCorpus
 from featcache.corpora.ravdess import Ravdess
 
 __all__ = [
     "AUDIO_EXTENSIONS",
+    "HARMONISE",
     "LABEL_MAPS",
     "Corpus",
     "CorpusScan",
@@ -46,6 +48,7 @@ __all__ = [
     "Tess",
     "apply_label_map",
     "get_corpus",
+    "harmonise_labels",
     "list_corpora",
     "register_corpus",
 ]

@@ -1,4 +1,10 @@
-"""Label maps: class-set variants of a corpus (e.g. RAVDESS with calm merged into neutral)."""
+"""Label maps: class-set variants of a corpus (e.g. RAVDESS with calm merged into neutral).
+
+Also the common label vocabulary for comparing corpora: :data:`HARMONISE` renames the
+corpus-specific label names (IEMOCAP's ``neu/hap/exc/ang/sad``) to the names every other
+loader uses, and :func:`harmonise_labels` builds the label map that applies it (used by
+cross-corpus evaluation, ``estimators fit --cv cross-corpus:A->B``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import pandas as pd
 
 from featcache.errors import ParameterError
 
-__all__ = ["LABEL_MAPS", "apply_label_map"]
+__all__ = ["HARMONISE", "LABEL_MAPS", "apply_label_map", "harmonise_labels"]
 
 #: Named label maps. Each one lists every label of its corpus explicitly, so that a
 #: label the map does not know is an error rather than a silent pass-through.
@@ -25,6 +31,28 @@ LABEL_MAPS: dict[str, dict[str, str]] = {
         "surprised": "surprised",
     },
 }
+
+#: Corpus-specific label names -> the common vocabulary (``neutral``, ``happy``, ``angry``,
+#: ``sad``, ... as the RAVDESS, EmoDB, TESS, SAVEE and CREMA-D loaders name them). The
+#: IEMOCAP loader keeps the corpus's codes (``exc`` already merged into ``hap``).
+HARMONISE: dict[str, str] = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}
+
+
+def harmonise_labels(labels: Iterable[str]) -> dict[str, str]:
+    """The label map that renames ``labels`` to the common vocabulary of :data:`HARMONISE`.
+
+    Parameters
+    ----------
+    labels : iterable of str
+        The labels present (e.g. a cache's distinct labels).
+
+    Returns
+    -------
+    dict of str to str
+        Every given label -> its common name (itself when :data:`HARMONISE` does not list
+        it), so that it can be passed as an explicit label map.
+    """
+    return {lab: HARMONISE.get(lab, lab) for lab in labels}
 
 
 def apply_label_map(

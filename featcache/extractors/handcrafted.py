@@ -17,6 +17,15 @@ nearest sample. ``params()`` records ``"center": True``.
 eGeMAPS follows the same convention through zero-padding of the input (see
 :class:`EGeMAPS`; ``align=False`` gives openSMILE's native framing instead).
 
+Parameter limits
+----------------
+Parameters may come from untrusted files (a saved model's ``preprocessing.json``), so
+values that would need absurd amounts of memory are refused with
+:class:`~featcache.errors.ParameterError` before anything is allocated:
+``sampling_rate <= 384000``, ``win_ms`` and ``hop_ms <= 1000``, ``n_fft <= 65536`` and at
+most 64 hops (``n_fft <= 64 * hop_length``, which bounds the STFT to ~32 values per
+input sample), ``n_mels <= 1024``.
+
 Log floors
 ----------
 Silence (all-zero input) gives finite output everywhere: the log of a power or magnitude
@@ -48,6 +57,14 @@ __all__ = [
 ]
 
 
+MAX_SAMPLING_RATE = 384_000
+MAX_WIN_MS = 1000.0
+MAX_HOP_MS = 1000.0
+MAX_N_FFT = 1 << 16
+MAX_FFT_PER_HOP = 64
+MAX_N_MELS = 1024
+
+
 def _is_number(value: Any) -> bool:
     return (
         not isinstance(value, bool)
@@ -56,15 +73,19 @@ def _is_number(value: Any) -> bool:
     )
 
 
-def _positive_int(name: str, value: Any) -> int:
+def _positive_int(name: str, value: Any, most: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) <= 0:
         raise ParameterError(name, "a positive integer", value)
+    if most is not None and int(value) > most:
+        raise ParameterError(name, f"a positive integer of at most {most}", value)
     return int(value)
 
 
-def _positive_float(name: str, value: Any) -> float:
+def _positive_float(name: str, value: Any, most: float | None = None) -> float:
     if not _is_number(value) or float(value) <= 0:
         raise ParameterError(name, "a positive finite number", value)
+    if most is not None and float(value) > most:
+        raise ParameterError(name, f"a positive number of at most {most:g}", value)
     return float(value)
 
 
@@ -102,9 +123,9 @@ class _LibrosaExtractor(Extractor):
     def _init_framing(
         self, win_ms: float, hop_ms: float, sampling_rate: int, n_fft: int | None
     ) -> None:
-        self.sampling_rate = _positive_int("sampling_rate", sampling_rate)
-        self.win_ms = _positive_float("win_ms", win_ms)
-        self.hop_ms = _positive_float("hop_ms", hop_ms)
+        self.sampling_rate = _positive_int("sampling_rate", sampling_rate, MAX_SAMPLING_RATE)
+        self.win_ms = _positive_float("win_ms", win_ms, MAX_WIN_MS)
+        self.hop_ms = _positive_float("hop_ms", hop_ms, MAX_HOP_MS)
         self.hop_length = _hop_samples(self.hop_ms, self.sampling_rate)
         self.win_length = int(round(self.win_ms * self.sampling_rate / 1000.0))
         if self.win_length < 1:
@@ -117,6 +138,14 @@ class _LibrosaExtractor(Extractor):
                 raise ParameterError(
                     "n_fft", f"None or at least the window length ({self.win_length} samples)", n_fft
                 )
+        most = min(MAX_N_FFT, MAX_FFT_PER_HOP * self.hop_length)
+        if self.n_fft > most:
+            raise ParameterError(
+                "n_fft" if n_fft is not None else "win_ms (n_fft follows from it)",
+                f"such that n_fft = {self.n_fft} is at most {most} (at most {MAX_N_FFT} and at "
+                f"most {MAX_FFT_PER_HOP} hops of {self.hop_length} samples)",
+                n_fft if n_fft is not None else win_ms,
+            )
         self.n_fft_given = None if n_fft is None else int(n_fft)
         self.frame_rate = 1000.0 / self.hop_ms
 
@@ -183,7 +212,7 @@ class _LibrosaExtractor(Extractor):
         return basis
 
     def _init_mel(self, n_mels: int, fmin: float, fmax: float | None) -> None:
-        self.n_mels = _positive_int("n_mels", n_mels)
+        self.n_mels = _positive_int("n_mels", n_mels, MAX_N_MELS)
         if not _is_number(fmin) or float(fmin) < 0:
             raise ParameterError("fmin", "a number >= 0 (Hz)", fmin)
         self.fmin = float(fmin)
@@ -455,10 +484,10 @@ class EGeMAPS(Extractor):
     def __init__(
         self, feature_set: str = "eGeMAPSv02", sampling_rate: int = 16000, align: bool = True
     ) -> None:
-        if feature_set not in EGEMAPS_COLUMNS:
+        if not isinstance(feature_set, str) or feature_set not in EGEMAPS_COLUMNS:
             raise ParameterError("feature_set", f"one of {sorted(EGEMAPS_COLUMNS)}", feature_set)
         self.feature_set = feature_set
-        self.sampling_rate = _positive_int("sampling_rate", sampling_rate)
+        self.sampling_rate = _positive_int("sampling_rate", sampling_rate, MAX_SAMPLING_RATE)
         if self.sampling_rate % 100 != 0:
             raise ParameterError(
                 "sampling_rate", "a multiple of 100 Hz (10 ms must be whole samples)", sampling_rate

@@ -1,0 +1,376 @@
+"""Rebuilding a model's extractors and turning audio files into its input features.
+
+See :mod:`estimators.predict`. Extractor descriptions come from an untrusted model
+directory: their parameters are bounded by the extractors themselves, and a
+self-supervised model is loaded only from a recorded short name or Hub id, or from where
+the caller says (``ssl_model``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from featcache.audio import load_audio, resample
+from featcache.errors import AudioError, ModelError
+from featcache.packed import Packed, Stream
+
+from ._preprocessing import PREPROCESSING_FILE
+from .errors import ModelFileError, ParameterError
+
+__all__ = [
+    "MIN_HOP_SECONDS",
+    "MIN_SEGMENT_SECONDS",
+    "MAX_WINDOWS_PER_FILE",
+    "PREDICT_CHUNK",
+    "build_extractor",
+    "build_extractors",
+    "windows",
+    "check_windowing",
+    "extract_packed",
+    "file_chunks",
+    "to_packed",
+]
+
+MIN_HOP_SECONDS = 0.01
+MIN_SEGMENT_SECONDS = 0.01
+MAX_WINDOWS_PER_FILE = 10_000
+PREDICT_CHUNK = 32  # utterances (files or windows) extracted and predicted at a time
+
+
+# --------------------------------------------------------------------------- extractors
+
+
+def _canon(obj: Any) -> Any:
+    """JSON round trip (tuples -> lists, numpy -> python) for comparing parameters."""
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
+
+
+def _diff(saved: dict, now: dict, skip: Sequence[str] = ()) -> list[str]:
+    a, b = _canon(saved or {}), _canon(now or {})
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if k in skip:
+            continue
+        va, vb = a.get(k, "<absent>"), b.get(k, "<absent>")
+        if isinstance(va, float) and isinstance(vb, (int, float)) and math.isclose(va, vb, rel_tol=1e-9, abs_tol=1e-12):
+            continue
+        if va != vb:
+            out.append(f"{k}: recorded {va!r}, rebuilt {vb!r}")
+    return out
+
+
+def build_extractor(stream: dict, *, device: str = "auto", ssl_model: str | None = None):
+    """Rebuild the extractor of one stream of ``FeatureSet.describe()``.
+
+    Handcrafted extractors (``mfcc``, ``logmel``, ``spectrogram``, ``egemaps``) are built by
+    :func:`featcache.extractors.handcrafted.get_handcrafted` with those recorded parameters
+    that are constructor arguments (the others, e.g. ``hop_length`` or ``window``, follow
+    from them). Self-supervised extractors (``ssl``) are built as
+    :class:`featcache.extractors.ssl.SSLExtractor` from the recorded Hugging Face id (or,
+    for a local ``save_pretrained`` directory, which the cache records only as
+    ``local:<name>`` plus a fingerprint, from ``ssl_model``) with the recorded precision.
+
+    Every recorded parameter is then compared with the rebuilt extractor's ``params()``
+    (for SSL models: the Hub revision or the local fingerprint too).
+
+    Parameters
+    ----------
+    stream : dict
+        One entry of ``describe()["streams"]``.
+    device : str
+        Device of self-supervised models (``auto``, ``cpu``, ``cuda``).
+    ssl_model : str, optional
+        Short name, Hub id or local directory to load the self-supervised model from
+        instead of the recorded one (needed for local models). Only this caller-given value
+        may be a local path: a recorded model must be a registered short name or a Hub id.
+
+    Raises
+    ------
+    ParameterError
+        The extractor kind is unknown, a local model directory is needed, or the rebuilt
+        extractor's parameters differ from the recorded ones.
+    ModelFileError
+        The recorded self-supervised model is a local path (or anything but a short name or
+        a Hub id) and ``ssl_model`` is not given.
+    FeatcacheError
+        From featcache (model cannot be loaded, extractor parameters out of range...).
+    """
+    kind = stream.get("extractor")
+    params = dict(stream.get("params") or {})
+    store = stream.get("store", "?")
+    if kind == "ssl":
+        from featcache.extractors.ssl import SSLExtractor
+
+        recorded = str(params.get("model", ""))
+        local = recorded.startswith("local:")
+        source = ssl_model
+        if source is None:
+            if local:
+                raise ParameterError(
+                    "ssl_model (--ssl-model DIR)",
+                    f"given: the features of store {store!r} come from a local model directory "
+                    f"({recorded[6:]!r}, fingerprint {params.get('fingerprint')}), which caches record by "
+                    "name only; point it at that directory",
+                    None,
+                )
+            _check_recorded_model(recorded, store)
+            source = recorded
+        ex = SSLExtractor(str(source), precision=params.get("precision", "fp32"), device=device)
+        now = ex.params()
+        skip = ["model", "revision", "fingerprint"]
+        problems = _diff(params, now, skip)
+        if local or params.get("fingerprint"):
+            if now.get("fingerprint") != params.get("fingerprint"):
+                problems.append(
+                    f"model weights: recorded {recorded} with fingerprint {params.get('fingerprint')}, "
+                    f"{source} has {now.get('fingerprint') or now.get('model')}"
+                )
+        else:
+            if now.get("model") != recorded:
+                problems.append(f"model: recorded {recorded!r}, rebuilt {now.get('model')!r}")
+            rev_a, rev_b = params.get("revision"), now.get("revision")
+            if rev_a and rev_b and rev_a != rev_b:
+                problems.append(f"revision: recorded {rev_a}, available {rev_b}")
+    else:
+        from featcache.extractors.handcrafted import HANDCRAFTED, get_handcrafted
+
+        if kind not in HANDCRAFTED:
+            raise ParameterError(f"extractor of store {store!r}", f"one of ssl, {', '.join(HANDCRAFTED)}", kind)
+        allowed = [p for p in inspect.signature(HANDCRAFTED[kind].__init__).parameters if p != "self"]
+        ex = get_handcrafted(kind, **{k: v for k, v in params.items() if k in allowed})
+        problems = _diff(params, ex.params())
+    if problems:
+        raise ParameterError(
+            f"extractor of store {store!r}",
+            "rebuilt with the parameters recorded in the cache",
+            "; ".join(problems),
+        )
+    layers = list(stream.get("layers") or range(ex.n_layers))
+    if int(stream.get("dim", ex.dim)) != ex.dim or (layers and max(layers) >= ex.n_layers):
+        raise ParameterError(
+            f"extractor of store {store!r}",
+            f"{len(layers)} layer(s) up to {max(layers)} x {stream.get('dim')} as recorded",
+            f"{ex.n_layers} x {ex.dim}",
+        )
+    return ex
+
+
+def _check_recorded_model(recorded: str, store: Any) -> None:
+    """A model name read from a model directory must be a short name or a Hub id, not a path."""
+    from featcache.models import resolve_model
+
+    try:
+        resolve_model(recorded, allow_local=False)
+    except ModelError as e:
+        raise ModelFileError(
+            f"{PREPROCESSING_FILE}: the features of store {store!r} name the self-supervised model "
+            f"{recorded!r}, which is not a registered short name or a Hugging Face id; a model "
+            "directory may not make predict load a model from a local path: pass --ssl-model "
+            "PATH_OR_ID (ssl_model=...) to say where the model is"
+        ) from e
+
+
+def build_extractors(features: dict, *, device: str = "auto", ssl_model: str | None = None) -> list:
+    """One extractor per stream of ``features`` (a ``FeatureSet.describe()``); streams of
+    the same store share theirs."""
+    out, by_store = [], {}
+    for s in features["streams"]:
+        key = s.get("store")
+        if key not in by_store:
+            by_store[key] = build_extractor(s, device=device, ssl_model=ssl_model)
+        out.append(by_store[key])
+    return out
+
+
+# --------------------------------------------------------------------------- audio -> Packed
+
+
+def windows(n_samples: int, sampling_rate: int, segment: float, hop: float) -> list[tuple[int, int]]:
+    """Sample ranges ``[start, end)`` of windows of ``segment`` seconds every ``hop`` seconds.
+
+    Windows start at 0, ``hop``, ``2 hop``... while they fit in the signal; when the last
+    one does not reach the end, one more window ending at the end is added (so every sample
+    is covered). A signal no longer than ``segment`` gives one window: the whole signal.
+
+    Raises
+    ------
+    ParameterError
+        ``segment`` below :data:`MIN_SEGMENT_SECONDS`, ``hop`` below :data:`MIN_HOP_SECONDS`,
+        or more than :data:`MAX_WINDOWS_PER_FILE` windows.
+    """
+    check_windowing(segment, hop)
+    seg = int(round(segment * sampling_rate))
+    step = max(1, int(round(hop * sampling_rate)))
+    if n_samples <= seg:
+        return [(0, int(n_samples))]
+    count = (n_samples - seg) // step + 1
+    count += (count - 1) * step + seg < n_samples  # the window ending at the end
+    if count > MAX_WINDOWS_PER_FILE:
+        seconds = n_samples / sampling_rate
+        raise ParameterError(
+            "hop (--hop)",
+            f"large enough for at most {MAX_WINDOWS_PER_FILE} windows per file (this {seconds:.1f} s file "
+            f"needs hop >= {(seconds - segment) / (MAX_WINDOWS_PER_FILE - 1):.3g} s; or split the file)",
+            hop,
+        )
+    out = [(a, a + seg) for a in range(0, n_samples - seg + 1, step)]
+    if out[-1][1] < n_samples:
+        out.append((n_samples - seg, n_samples))
+    return out
+
+
+def _is_seconds(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_windowing(segment: Any, hop: Any) -> None:
+    """Refuse a window length or hop (seconds) below the allowed minimum.
+
+    Raises
+    ------
+    ParameterError
+    """
+    if not (_is_seconds(segment) and segment >= MIN_SEGMENT_SECONDS):
+        raise ParameterError("segment (--segment)", f"a number of seconds >= {MIN_SEGMENT_SECONDS}", segment)
+    if not (_is_seconds(hop) and hop >= MIN_HOP_SECONDS):
+        raise ParameterError("hop (--hop)", f"a number of seconds >= {MIN_HOP_SECONDS}", hop)
+
+
+@dataclass
+class _Item:
+    path: str
+    start: float
+    end: float
+
+
+def extract_packed(
+    paths: Sequence[str | Path],
+    features: dict,
+    extractors: list,
+    *,
+    segment: float | None = None,
+    hop: float | None = None,
+    speaker: str = "new",
+) -> tuple[Packed, pd.DataFrame, dict[str, str]]:
+    """Features of audio files (or of windows of them) as a :class:`Packed`.
+
+    Each file is read as the cache's files were (:func:`featcache.audio.load_audio`: mono,
+    resampled to the extractors' highest rate, cropped to the first ``max_seconds`` of the
+    stream's pipeline); with ``segment`` the whole file is read and cut into windows (each
+    window then counts as one utterance, cropped to ``max_seconds`` like one).
+
+    Frames are not cut to ``features["max_frames"]`` here (see :func:`predict_files`).
+
+    Returns
+    -------
+    packed : Packed
+        One stream per entry of ``features["streams"]``, in the store's dtype; speakers all
+        ``speaker``.
+    rows : DataFrame
+        ``file``, ``start``, ``end`` (seconds) of every utterance of ``packed``.
+    failed : dict
+        File -> reason for files that could not be used (not in ``packed``).
+    """
+    chunks: list[tuple[list[_Item], list[list[np.ndarray]]]] = []
+    failed: dict[str, str] = {}
+    for path in paths:
+        p = str(path)
+        try:
+            chunks.extend(list(file_chunks(p, features["streams"], extractors, segment, hop, PREDICT_CHUNK)))
+        except AudioError as e:
+            failed[p] = e.reason
+    packed, rows = to_packed(chunks, features["streams"], speaker)
+    return packed, rows, failed
+
+
+def file_chunks(path: str, streams: list, extractors: list, segment, hop, chunk: int):
+    """Features of the utterances of one file, ``chunk`` utterances at a time.
+
+    Yields ``(items, feats)``: the utterances (file, start, end) and, per utterance, per
+    stream, frames ``(n_frames, n_layers, dim)``. Raises the file's AudioError.
+    """
+    rate = max(int(ex.sampling_rate) for ex in extractors)
+    crop = [(s.get("pipeline") or {}).get("max_seconds") for s in streams]
+    pieces = _pieces(path, rate, crop, segment, hop)
+    for i in range(0, len(pieces), chunk):
+        part = pieces[i : i + chunk]
+        yield [_Item(path, a, b) for a, b, _ in part], _run_extractors(part, streams, extractors, rate)
+
+
+def to_packed(chunks: list, streams: list, speaker: str = "new") -> tuple[Packed | None, pd.DataFrame]:
+    """One Packed (and its rows ``file, start, end``) of chunks of :func:`file_chunks`."""
+    items = [it for its, _ in chunks for it in its]
+    if not items:
+        return None, pd.DataFrame(columns=["file", "start", "end"])
+    st = []
+    for k, s in enumerate(streams):
+        arrays = [feats[k] for _, outs in chunks for feats in outs]
+        st.append(Stream.from_list(arrays, name=s.get("name", f"s{k}"), frame_rate=s.get("frame_rate")))
+    n = len(items)
+    packed = Packed(st, ids=np.array([f"{it.path}@{it.start:.3f}" for it in items], dtype=object), speakers=np.array([speaker] * n, dtype=object))
+    rows = pd.DataFrame({"file": [it.path for it in items], "start": [it.start for it in items], "end": [it.end for it in items]})
+    return packed, rows
+
+
+def _pieces(path: str, rate: int, crop: list, segment, hop) -> list[tuple[float, float, dict]]:
+    """(start s, end s, {max_seconds: signal}) per utterance of one file."""
+    if segment is None:
+        sigs, ends = {}, {}
+        for m in set(crop):
+            a = load_audio(path, sampling_rate=rate, max_seconds=m)
+            sigs[m] = a.signal
+            ends[m] = a.used_seconds
+        return [(0.0, max(ends.values()), sigs)]
+    a = load_audio(path, sampling_rate=rate, max_seconds=None)
+    x = a.signal
+    out = []
+    for s, e in windows(len(x), rate, segment, hop if hop is not None else segment):
+        sigs = {}
+        for m in set(crop):
+            stop = e if m is None else min(e, s + int(round(m * rate)))
+            sigs[m] = x[s:stop]
+        out.append((s / rate, e / rate, sigs))
+    return out
+
+
+def _run_extractors(pieces, streams, extractors, rate) -> list[list[np.ndarray]]:
+    """Per piece, per stream: frames (n_frames, n_layers, dim) in the store's dtype."""
+    results: list[list[np.ndarray | None]] = [[None] * len(streams) for _ in pieces]
+    done: dict[tuple[int, Any], list[np.ndarray]] = {}
+    for k, (s, ex) in enumerate(zip(streams, extractors)):
+        m = (s.get("pipeline") or {}).get("max_seconds")
+        key = (id(ex), m)
+        if key not in done:
+            sigs = []
+            for start, end, by_crop in pieces:
+                sig = by_crop[m]
+                if ex.sampling_rate != rate:
+                    sig = resample(sig, rate, ex.sampling_rate)
+                if len(sig) < ex.min_samples():
+                    where = f" (window {start:.2f}-{end:.2f} s)" if len(pieces) > 1 else ""
+                    raise AudioError(
+                        "<signal>",
+                        f"too short for the {ex.name} extractor{where}: {len(sig)} samples, needs {ex.min_samples()}",
+                    )
+                sigs.append(sig)
+            outs = ex.batch(sigs, ex.sampling_rate)
+            arrays = []
+            for o in outs:
+                o = np.asarray(o)
+                o = o[:, None, :] if o.ndim == 2 else np.transpose(o, (1, 0, 2))  # (T, L, D)
+                arrays.append(o)
+            done[key] = arrays
+        layers = list(s.get("layers") or range(ex.n_layers))
+        for i, a in enumerate(done[key]):
+            results[i][k] = np.ascontiguousarray(a[:, layers, :]).astype(ex.dtype)
+    return results  # type: ignore[return-value]
+
+

@@ -139,12 +139,6 @@ class Batch:
     def __len__(self) -> int:
         return len(self.index)
 
-    def describe_utterances(self, limit: int = 5) -> str:
-        """Ids (or positions) of the first utterances, for messages."""
-        names = self.ids if self.ids is not None else self.index
-        shown = ", ".join(str(x) for x in list(names[:limit]))
-        return f"[{shown}{', ...' if len(names) > limit else ''}]"
-
 
 class BatchPlan:
     """Index-based batches over a Packed for one model's frame rules.

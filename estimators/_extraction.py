@@ -8,8 +8,6 @@ the caller says (``ssl_model``).
 
 from __future__ import annotations
 
-import inspect
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +16,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from featcache.audio import load_audio, resample
-from featcache.errors import AudioError, ModelError
+from featcache.audio import load_audio
+from featcache.errors import AudioError, ModelSourceError
 from featcache.packed import Packed, Stream
+from featcache.process import run_extractors
 
 from ._preprocessing import PREPROCESSING_FILE
 from .errors import ModelFileError, ParameterError
@@ -48,111 +47,55 @@ PREDICT_CHUNK = 32  # utterances (files or windows) extracted and predicted at a
 # --------------------------------------------------------------------------- extractors
 
 
-def _canon(obj: Any) -> Any:
-    """JSON round trip (tuples -> lists, numpy -> python) for comparing parameters."""
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
-
-
-def _diff(saved: dict, now: dict, skip: Sequence[str] = ()) -> list[str]:
-    a, b = _canon(saved or {}), _canon(now or {})
-    out = []
-    for k in sorted(set(a) | set(b)):
-        if k in skip:
-            continue
-        va, vb = a.get(k, "<absent>"), b.get(k, "<absent>")
-        if isinstance(va, float) and isinstance(vb, (int, float)) and math.isclose(va, vb, rel_tol=1e-9, abs_tol=1e-12):
-            continue
-        if va != vb:
-            out.append(f"{k}: recorded {va!r}, rebuilt {vb!r}")
-    return out
-
-
 def build_extractor(stream: dict, *, device: str = "auto", ssl_model: str | None = None):
     """Rebuild the extractor of one stream of ``FeatureSet.describe()``.
 
-    Handcrafted extractors (``mfcc``, ``logmel``, ``spectrogram``, ``egemaps``) are built by
-    :func:`featcache.extractors.handcrafted.get_handcrafted` with those recorded parameters
-    that are constructor arguments (the others, e.g. ``hop_length`` or ``window``, follow
-    from them). Self-supervised extractors (``ssl``) are built as
-    :class:`featcache.extractors.ssl.SSLExtractor` from the recorded Hugging Face id (or,
-    for a local ``save_pretrained`` directory, which the cache records only as
-    ``local:<name>`` plus a fingerprint, from ``ssl_model``) with the recorded precision.
-
-    Every recorded parameter is then compared with the rebuilt extractor's ``params()``
-    (for SSL models: the Hub revision or the local fingerprint too).
+    The extractor rebuilds itself from its recorded name and parameters
+    (:func:`featcache.extractors.from_description`, which refuses when the rebuilt
+    parameters differ: the one rule for "same features"). A self-supervised model is loaded
+    from the recorded short name or Hugging Face id, or from ``ssl_model``, never from a
+    local path read from the model directory.
 
     Parameters
     ----------
     stream : dict
         One entry of ``describe()["streams"]``.
     device : str
-        Device of self-supervised models (``auto``, ``cpu``, ``cuda``).
+        Device of self-supervised models (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
     ssl_model : str, optional
         Short name, Hub id or local directory to load the self-supervised model from
-        instead of the recorded one (needed for local models). Only this caller-given value
-        may be a local path: a recorded model must be a registered short name or a Hub id.
+        instead of the recorded one (needed for local models): the caller's word, so it
+        may be a local path.
 
     Raises
     ------
     ParameterError
-        The extractor kind is unknown, a local model directory is needed, or the rebuilt
-        extractor's parameters differ from the recorded ones.
+        The extractor kind is unknown, or the rebuilt extractor's parameters, layers or
+        dimension differ from the recorded ones.
     ModelFileError
-        The recorded self-supervised model is a local path (or anything but a short name or
-        a Hub id) and ``ssl_model`` is not given.
+        The recorded self-supervised model may not be loaded without ``ssl_model``.
     FeatcacheError
         From featcache (model cannot be loaded, extractor parameters out of range...).
     """
-    kind = stream.get("extractor")
+    from featcache.errors import ParameterError as FeatcacheParameterError
+    from featcache.extractors import from_description
+
+    kind, store = stream.get("extractor"), stream.get("store", "?")
     params = dict(stream.get("params") or {})
-    store = stream.get("store", "?")
-    if kind == "ssl":
-        from featcache.extractors.ssl import SSLExtractor
-
-        recorded = str(params.get("model", ""))
-        local = recorded.startswith("local:")
-        source = ssl_model
-        if source is None:
-            if local:
-                raise ParameterError(
-                    "ssl_model (--ssl-model DIR)",
-                    f"given: the features of store {store!r} come from a local model directory "
-                    f"({recorded[6:]!r}, fingerprint {params.get('fingerprint')}), which caches record by "
-                    "name only; point it at that directory",
-                    None,
-                )
-            _check_recorded_model(recorded, store)
-            source = recorded
-        ex = SSLExtractor(str(source), precision=params.get("precision", "fp32"), device=device)
-        now = ex.params()
-        skip = ["model", "revision", "fingerprint"]
-        problems = _diff(params, now, skip)
-        if local or params.get("fingerprint"):
-            if now.get("fingerprint") != params.get("fingerprint"):
-                problems.append(
-                    f"model weights: recorded {recorded} with fingerprint {params.get('fingerprint')}, "
-                    f"{source} has {now.get('fingerprint') or now.get('model')}"
-                )
+    try:
+        if kind == "ssl":
+            ex = from_description(kind, params, device=device, model=ssl_model)
         else:
-            if now.get("model") != recorded:
-                problems.append(f"model: recorded {recorded!r}, rebuilt {now.get('model')!r}")
-            rev_a, rev_b = params.get("revision"), now.get("revision")
-            if rev_a and rev_b and rev_a != rev_b:
-                problems.append(f"revision: recorded {rev_a}, available {rev_b}")
-    else:
-        from featcache.extractors.handcrafted import HANDCRAFTED, get_handcrafted
-
-        if kind not in HANDCRAFTED:
-            raise ParameterError(f"extractor of store {store!r}", f"one of ssl, {', '.join(HANDCRAFTED)}", kind)
-        allowed = [p for p in inspect.signature(HANDCRAFTED[kind].__init__).parameters if p != "self"]
-        ex = get_handcrafted(kind, **{k: v for k, v in params.items() if k in allowed})
-        problems = _diff(params, ex.params())
-    if problems:
-        raise ParameterError(
-            f"extractor of store {store!r}",
-            "rebuilt with the parameters recorded in the cache",
-            "; ".join(problems),
-        )
+            ex = from_description(str(kind), params)
+    except ModelSourceError as e:
+        raise ModelFileError(
+            f"{PREPROCESSING_FILE}: the features of store {store!r} name the self-supervised model "
+            f"{params.get('model')!r}, which may not be loaded from what a model directory says ({e}); "
+            "a model directory may not make predict load a model from a local path: pass --ssl-model "
+            "PATH_OR_ID (ssl_model=...) to say where the model is"
+        ) from e
+    except FeatcacheParameterError as e:
+        raise ParameterError(f"extractor of store {store!r}", "rebuilt with the parameters recorded in the cache", str(e)) from e
     layers = list(stream.get("layers") or range(ex.n_layers))
     if int(stream.get("dim", ex.dim)) != ex.dim or (layers and max(layers) >= ex.n_layers):
         raise ParameterError(
@@ -161,21 +104,6 @@ def build_extractor(stream: dict, *, device: str = "auto", ssl_model: str | None
             f"{ex.n_layers} x {ex.dim}",
         )
     return ex
-
-
-def _check_recorded_model(recorded: str, store: Any) -> None:
-    """A model name read from a model directory must be a short name or a Hub id, not a path."""
-    from featcache.models import resolve_model
-
-    try:
-        resolve_model(recorded, allow_local=False)
-    except ModelError as e:
-        raise ModelFileError(
-            f"{PREPROCESSING_FILE}: the features of store {store!r} name the self-supervised model "
-            f"{recorded!r}, which is not a registered short name or a Hugging Face id; a model "
-            "directory may not make predict load a model from a local path: pass --ssl-model "
-            "PATH_OR_ID (ssl_model=...) to say where the model is"
-        ) from e
 
 
 def build_extractors(features: dict, *, device: str = "auto", ssl_model: str | None = None) -> list:
@@ -349,22 +277,14 @@ def _run_extractors(pieces, streams, extractors, rate) -> list[list[np.ndarray]]
         m = (s.get("pipeline") or {}).get("max_seconds")
         key = (id(ex), m)
         if key not in done:
-            sigs = []
-            for start, end, by_crop in pieces:
-                sig = by_crop[m]
-                if ex.sampling_rate != rate:
-                    sig = resample(sig, rate, ex.sampling_rate)
-                if len(sig) < ex.min_samples():
-                    where = f" (window {start:.2f}-{end:.2f} s)" if len(pieces) > 1 else ""
-                    raise AudioError(
-                        "<signal>",
-                        f"too short for the {ex.name} extractor{where}: {len(sig)} samples, needs {ex.min_samples()}",
-                    )
-                sigs.append(sig)
-            outs = ex.batch(sigs, ex.sampling_rate)
+            # the one path from signals to features (featcache.process), as extraction uses
+            outcomes = run_extractors([by_crop[m] for _, _, by_crop in pieces], rate, [ex])
             arrays = []
-            for o in outs:
-                o = np.asarray(o)
+            for (start, end, _), got in zip(pieces, outcomes):
+                if ex.store_name in got.errors:
+                    where = f" (window {start:.2f}-{end:.2f} s)" if len(pieces) > 1 else ""
+                    raise AudioError("<signal>", f"{got.errors[ex.store_name]}{where}")
+                o = np.asarray(got.results[ex.store_name])
                 o = o[:, None, :] if o.ndim == 2 else np.transpose(o, (1, 0, 2))  # (T, L, D)
                 arrays.append(o)
             done[key] = arrays

@@ -10,8 +10,9 @@ slower on CPU because of page faults). The backward pass re-reads the chunks to 
 kept between forward and backward.
 
 Lazy normalisation (``Stream.norm_shift/norm_scale/norm_group``, see
-:mod:`featcache.packed`) is applied to every chunk after conversion:
-``x' = (x - shift[g]) / scale[g]``; the backward pass uses
+:mod:`featcache.packed`) is applied to every chunk after conversion by
+:func:`featcache.packed.apply_normalization` (``x' = (x - shift[g]) * inv[g]``, the same
+function and float32 terms as :meth:`featcache.packed.Stream.gather`); the backward pass uses
 ``sum_fd x' g = sum_d inv[l,d] (sum_f x g)[l,d] - sum_d (shift inv)[l,d] (sum_f g)[d]``.
 
 On CUDA devices the frames are gathered on the host, moved, converted and normalised on
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from featcache.packed import apply_normalization, normalization_terms
+
 __all__ = ["CHUNK_FRAMES", "Norm", "mix_frames", "segment_pool"]
 
 CHUNK_FRAMES = 128
@@ -34,7 +37,9 @@ CHUNK_FRAMES = 128
 class Norm:
     """Per-group normalisation of a stream, as float32 tensors of shape (n_groups, n_layers, dim).
 
-    ``x' = (x - shift[g]) * inv[g] = x * inv[g] + neg_shift_inv[g]``.
+    ``shift`` and ``inv`` are the terms of :func:`featcache.packed.apply_normalization`
+    (``x' = (x - shift[g]) * inv[g]``); ``neg_shift_inv = -shift * inv`` is used by the
+    backward pass only.
     """
 
     shift: torch.Tensor
@@ -43,11 +48,12 @@ class Norm:
 
     @classmethod
     def from_arrays(cls, shift: np.ndarray, scale: np.ndarray) -> "Norm":
+        shift32, inv32 = normalization_terms(shift, scale, np.float32)
         shift64 = np.asarray(shift, dtype=np.float64)
         inv64 = 1.0 / np.asarray(scale, dtype=np.float64)
         return cls(
-            torch.from_numpy(shift64.astype(np.float32)),
-            torch.from_numpy(inv64.astype(np.float32)),
+            torch.from_numpy(np.ascontiguousarray(shift32)),
+            torch.from_numpy(np.ascontiguousarray(inv32)),
             torch.from_numpy((-shift64 * inv64).astype(np.float32)),
         )
 
@@ -83,7 +89,7 @@ class _MixLayersCPU(torch.autograd.Function):
                     t.copy_(x)
                     if norm is not None:
                         g = grp[b]
-                        torch.addcmul(norm.neg_shift_inv[g], t, norm.inv[g], out=t)
+                        apply_normalization(t, norm.shift[g], norm.inv[g])
                     x = t
                 torch.matmul(w, x, out=out[o : o + m])
         ctx.source = source
@@ -134,11 +140,11 @@ def _gather_rows(source: torch.Tensor, starts: np.ndarray, counts: np.ndarray) -
 
 
 def _normalize(x: torch.Tensor, norm: Norm, groups: np.ndarray, counts: np.ndarray) -> torch.Tensor:
-    """Normalise gathered frames x (F, L, D) float32 (any device)."""
+    """Normalise gathered frames x (F, L, D) float32 (any device); ``x`` must be a copy."""
     frame_groups = torch.from_numpy(np.repeat(groups, counts)).to(x.device)
     shift = norm.shift.to(x.device)[frame_groups]
     inv = norm.inv.to(x.device)[frame_groups]
-    return (x - shift) * inv
+    return apply_normalization(x, shift, inv)
 
 
 def mix_frames(
@@ -187,6 +193,8 @@ def mix_frames(
         x = x.pin_memory()
     x = x.to(device=device, non_blocking=True).to(torch.float32)
     if norm is not None:
+        if x.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
+            x = x.clone()  # a view of the stored frames (float32 on the CPU): normalise a copy
         x = _normalize(x, norm, groups, counts)
     if weights is None:
         return x[:, 0]

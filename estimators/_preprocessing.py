@@ -16,6 +16,7 @@ import numpy as np
 
 from featcache.fileio import atomic_write_bytes, atomic_write_json, dumps_json
 from featcache.packed import Packed, Stream
+from featcache.stats import combine_stats
 
 from ._modelfiles import (
     MAX_STATS_BYTES,
@@ -25,7 +26,7 @@ from ._modelfiles import (
     verify_doc_checksum,
     with_checksum,
 )
-from .errors import ModelFileError, ParameterError
+from .errors import InputError, ModelFileError, ParameterError
 
 __all__ = [
     "PREPROCESSING_FILE",
@@ -230,8 +231,10 @@ class Moments:
         self.n += other.n
 
     def stats(self, eps: float) -> tuple[np.ndarray, np.ndarray]:
-        mean = self.s / self.n
-        std = np.sqrt(np.maximum(self.q / self.n - mean**2, 0.0))
+        """Mean and scale (std, or 1 where std <= eps), each (n_layers, dim)."""
+        if self.n == 0:
+            raise InputError("enrolment statistics need at least one frame; the given files have none")
+        _, mean, std = combine_stats(np.array([self.n]), self.s[None], self.q[None])
         return mean, np.where(std > eps, std, 1.0)
 
 
@@ -290,10 +293,7 @@ def normalize_packed(
         m, sc = np.asarray(m), np.asarray(sc)
         if m.shape != (st.n_layers, st.dim):
             raise ModelFileError(f"normalisation statistics of shape {m.shape}; features of stream {st.name!r} are {(st.n_layers, st.dim)}")
-        st = st.subset(np.arange(st.n_utterances))
-        st.norm_shift, st.norm_scale = m[None], sc[None]
-        st.norm_group = np.zeros(st.n_utterances, dtype=np.int64)
-        out.append(st)
+        out.append(st.with_normalization(m[None], sc[None], np.zeros(st.n_utterances, dtype=np.int64)))
     return Packed(out, packed.ids, packed.speakers, dict(packed.meta)), mode, note
 
 

@@ -14,6 +14,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from featcache.packed import Packed, Stream
+from featcache.stats import combine_groups, combine_stats
 
 from .errors import InputError
 
@@ -44,6 +45,17 @@ def _frame_stats(stream: Stream, index: np.ndarray | None = None):
     return n, s, q
 
 
+_EMPTY = "cannot compute normalisation statistics of X: it holds 0 utterances (0 frames)"
+
+
+def _check_finite(mean: np.ndarray, std: np.ndarray) -> None:
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        raise InputError(
+            "cannot compute normalisation statistics of X: its features hold NaN or infinite values"
+            " (for a featcache FeatureSet, `featcache verify` names the shards)"
+        )
+
+
 def _combine(n, s, q):
     """Mean and std from per-utterance counts, sums and sums of squares.
 
@@ -53,29 +65,22 @@ def _combine(n, s, q):
         No frames at all (empty input), or statistics that are not finite (NaN or
         infinite features): normalising with them would silently spoil every frame.
     """
-    count = float(np.sum(n))
-    if count == 0:
-        raise InputError("cannot compute normalisation statistics of X: it holds 0 utterances (0 frames)")
+    if float(np.sum(n)) == 0:
+        raise InputError(_EMPTY)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is refused just below
-        mean = s.sum(0) / count
-        std = np.sqrt(np.maximum(q.sum(0) / count - mean**2, 0.0))
-    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
-        raise InputError(
-            "cannot compute normalisation statistics of X: its features hold NaN or infinite values"
-            " (for a featcache FeatureSet, `featcache verify` names the shards)"
-        )
+        _, mean, std = combine_stats(n, s, q)
+    _check_finite(mean, std)
     return mean, std
 
 
 def _by_group(groups: np.ndarray, n, s, q):
     """Mean and std per group value; returns (names, mean (G, L, D), std (G, L, D))."""
-    names, inv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    means, stds = [], []
-    for g in range(len(names)):
-        m, sd = _combine(n[inv == g], s[inv == g], q[inv == g])
-        means.append(m)
-        stds.append(sd)
-    return names, np.stack(means), np.stack(stds)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is refused just below
+        g = combine_groups(n, s, q, groups)
+    if not len(g.names) or (g.count == 0).any():
+        raise InputError(_EMPTY)
+    _check_finite(g.mean, g.std)
+    return g.names, g.mean, g.std
 
 
 def _streams_stats(X):
@@ -114,11 +119,7 @@ def _apply(X, norms):
     """Attach per-stream ``(shift, scale, group)`` to a FeatureSet or Packed."""
     if _is_featureset(X):
         return X.with_normalization(norms)
-    streams = []
-    for st, (shift, scale, group) in zip(X.streams, norms):
-        st = st.subset(np.arange(st.n_utterances))
-        st.norm_shift, st.norm_scale, st.norm_group = shift, scale, group
-        streams.append(st)
+    streams = [st.with_normalization(*norm) for st, norm in zip(X.streams, norms)]
     return Packed(streams, X.ids, X.speakers, dict(X.meta))
 
 
@@ -267,12 +268,5 @@ def _speakers(P) -> np.ndarray:
 
 def _cache_speaker_stats(fs, si: int):
     """Per-speaker statistics of all of each speaker's utterances in the FeatureSet's cache."""
-    from featcache.stats import read_speaker_stats
-
-    spec = fs.streams[si]
-    cache = fs.cache
-    reader = cache.stores[spec.store]
-    table = cache.utterances
-    st = read_speaker_stats(reader, dict(zip(table["id"], table["speaker"].astype(str))))
-    layers = list(spec.layers)
-    return st.speakers.astype(str), st.mean[:, layers], st.std[:, layers]
+    st = fs.speaker_stats(si)
+    return st.speakers.astype(str), st.mean, st.std

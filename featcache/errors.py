@@ -12,6 +12,7 @@ __all__ = [
     "CorpusError",
     "AudioError",
     "ModelError",
+    "ModelSourceError",
     "StoreError",
     "StoreLockedError",
     "StoreMismatchError",
@@ -56,6 +57,11 @@ class AudioError(FeatcacheError):
 
 class ModelError(FeatcacheError):
     """A self-supervised model cannot be resolved or loaded."""
+
+
+class ModelSourceError(ModelError):
+    """A model name read from a file (a cache, a model directory) that featcache will not load
+    unless the user names the model: a local path, or a model recorded as ``local:<name>``."""
 
 
 class StoreError(FeatcacheError):

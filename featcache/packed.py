@@ -13,11 +13,54 @@ one from plain arrays or lists of arrays.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-__all__ = ["Packed", "Stream"]
+__all__ = ["Packed", "Stream", "apply_normalization", "normalization_terms"]
+
+
+def normalization_terms(shift: np.ndarray, scale: np.ndarray, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """``(shift, 1 / scale)`` in ``dtype``, the terms :func:`apply_normalization` takes.
+
+    The reciprocal is taken in float64 (exact for float32 ``dtype``: rounding 1/x to float64
+    and then to float32 gives the correctly rounded float32 result).
+
+    Parameters
+    ----------
+    shift, scale : ndarray of shape (n_groups, n_layers, dim)
+
+    Returns
+    -------
+    shift, inv : ndarray of shape (n_groups, n_layers, dim), ``dtype``
+    """
+    shift = np.asarray(shift).astype(dtype, copy=False)
+    inv = (1.0 / np.asarray(scale, dtype=np.float64)).astype(dtype, copy=False)
+    return shift, inv
+
+
+def apply_normalization(x, shift, inv):
+    """Normalise frames in place: ``x = (x - shift) * inv``; the one place of this formula.
+
+    Every read path calls it: :meth:`Stream.gather`, ``FeatureSet[i]`` (through
+    :class:`featcache.reader.FeatureSet`) and the torch kernels of ``estimators`` (it works
+    on numpy arrays and torch tensors alike).
+
+    Parameters
+    ----------
+    x : ndarray or Tensor of shape (n_frames, n_layers, dim)
+        Frames in the working precision (float32); overwritten. It must not share memory
+        with stored data.
+    shift, inv : ndarray or Tensor broadcastable to ``x``
+        From :func:`normalization_terms` (one group's ``(n_layers, dim)``, or one row per frame).
+
+    Returns
+    -------
+    x
+    """
+    x -= shift
+    x *= inv
+    return x
 
 
 @dataclass
@@ -38,10 +81,11 @@ class Stream:
     frame_rate : float or None
         Frames per second (None when unknown, e.g. for arrays).
     norm_shift, norm_scale : ndarray of shape (n_groups, n_layers, dim) or None
-        Optional normalisation applied when frames are gathered:
-        ``(x - norm_shift[g]) / norm_scale[g]`` with ``g = norm_group[i]`` for utterance ``i``
-        (per-speaker or global statistics; see :mod:`estimators.normalize`). Keeping it
-        lazy means normalising never copies the corpus.
+        Optional normalisation applied when frames are gathered, by
+        :func:`apply_normalization`: ``(x - norm_shift[g]) * (1 / norm_scale[g])`` with
+        ``g = norm_group[i]`` for utterance ``i`` (per-speaker or global statistics; see
+        :mod:`estimators.normalize`). Keeping it lazy means normalising never copies the
+        corpus; :meth:`with_normalization` attaches it.
     norm_group : ndarray of shape (n_utterances,), int64, or None
     """
 
@@ -53,12 +97,6 @@ class Stream:
     norm_shift: np.ndarray | None = None
     norm_scale: np.ndarray | None = None
     norm_group: np.ndarray | None = None
-
-    @classmethod
-    def from_offsets(cls, data: np.ndarray, offsets: np.ndarray, **kw) -> "Stream":
-        """Build from CSR offsets of shape (n_utterances + 1,)."""
-        offsets = np.asarray(offsets, dtype=np.int64)
-        return cls(data, offsets[:-1].copy(), np.diff(offsets), **kw)
 
     @classmethod
     def from_list(cls, arrays: list[np.ndarray], **kw) -> "Stream":
@@ -98,15 +136,17 @@ class Stream:
             rows += np.arange(total)
             out = self.data[rows].astype(dtype, copy=False)
         if self.norm_group is not None:
-            shift = self.norm_shift.astype(dtype, copy=False)
-            inv = (1.0 / self.norm_scale).astype(dtype, copy=False)
+            shift, inv = normalization_terms(self.norm_shift, self.norm_scale, dtype)
             a = 0
             for g, n in zip(self.norm_group[index], lengths):
-                seg = out[a : a + n]
-                seg -= shift[g]
-                seg *= inv[g]
+                apply_normalization(out[a : a + n], shift[g], inv[g])
                 a += n
         return out, lengths
+
+    def with_normalization(self, shift: np.ndarray, scale: np.ndarray, group: np.ndarray) -> "Stream":
+        """A copy (sharing ``data``) normalised lazily with ``shift``/``scale`` (G, L, D) per
+        ``group`` (n_utterances,) (see the class attributes ``norm_*``)."""
+        return replace(self, norm_shift=shift, norm_scale=scale, norm_group=group)
 
     @property
     def n_utterances(self) -> int:

@@ -1,4 +1,6 @@
-"""Reading API: :func:`open` a corpus cache, :meth:`FeatureCache.select` a FeatureSet.
+"""Reading API: :func:`open` a corpus cache, :meth:`FeatureCache.select` a FeatureSet
+(:class:`FeatureCache`, :func:`open_cache` and :func:`find_caches` live in
+:mod:`featcache.cache` and are re-exported here).
 
 A :class:`FeatureSet` is a lazy, sklearn-indexable view of some utterances' features
 (one or more aligned streams). Frames are memory-mapped from the shards and only
@@ -10,150 +12,20 @@ from __future__ import annotations
 
 import numbers
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from featcache.errors import IncompleteStoreWarning, SpecError, StoreError
-from featcache.fileio import read_json
-from featcache.packed import Packed, Stream
+from featcache.cache import FeatureCache, find_caches, open_cache
+from featcache.errors import SpecError
+from featcache.packed import Packed, Stream, apply_normalization, normalization_terms
 from featcache.spec import StreamSpec, parse_spec
-from featcache.store import StoreReader, check_version
+from featcache.stats import SpeakerStats, read_speaker_stats
+from featcache.store import StoreReader
 
 __all__ = ["open_cache", "find_caches", "FeatureCache", "FeatureSet", "StreamSpec", "parse_spec"]
-
-
-def find_caches(root: Path) -> list[Path]:
-    """Corpus caches (folders holding ``corpus.json``) at or directly below ``root``."""
-    root = Path(root)
-    if (root / "corpus.json").exists():
-        return [root]
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if (p / "corpus.json").exists())
-
-
-def open_cache(path: str | Path) -> "FeatureCache":
-    """Open a corpus cache (``<cache-dir>/<corpus>``, or a cache root holding exactly one).
-
-    Raises
-    ------
-    StoreError
-        When ``path`` holds no corpus cache, or several (the message lists them).
-    """
-    found = find_caches(Path(path))
-    if not found:
-        raise StoreError(f"{path} holds no featcache corpus cache (no corpus.json); run featcache extract first")
-    if len(found) > 1:
-        raise StoreError(
-            f"{path} holds several corpus caches; name one: " + ", ".join(str(p) for p in found)
-        )
-    return FeatureCache(found[0])
-
-
-class FeatureCache:
-    """A corpus cache: its utterance table and feature stores.
-
-    Attributes
-    ----------
-    path : Path
-    corpus : str
-    utterances : pandas.DataFrame
-        The utterance table (id, path, speaker, label, corpus fields, duration).
-    stores : dict of str to StoreReader
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.info = read_json(self.path / "corpus.json", StoreError)
-        check_version(
-            "corpus cache", self.path / "corpus.json", self.info.get("format"), self.info.get("format_version"), "featcache.corpus"
-        )
-        self.corpus = self.info.get("corpus", self.path.name)
-        self.utterances = pd.read_csv(
-            self.path / "utterances.csv", dtype={"id": str, "speaker": str, "label": str}, keep_default_na=False
-        )
-        self.stores = {
-            p.name: StoreReader(p) for p in sorted(self.path.iterdir()) if (p / "store.json").exists()
-        }
-        self._row = {uid: i for i, uid in enumerate(self.utterances["id"])}
-
-    def __repr__(self) -> str:
-        return f"FeatureCache({str(self.path)!r}, corpus={self.corpus!r}, stores={list(self.stores)})"
-
-    @property
-    def features(self) -> pd.DataFrame:
-        """One row per store: name, kind, layers, dim, frame rate, utterances, failed."""
-        rows = []
-        for name, r in self.stores.items():
-            ext = r.info["extractor"]
-            rows.append(
-                {
-                    "name": name,
-                    "extractor": ext.get("name"),
-                    "n_layers": r.n_layers,
-                    "dim": r.dim,
-                    "frame_rate": r.frame_rate,
-                    "dtype": r.dtype.name,
-                    "n_utterances": len(r.ids),
-                    "n_failed": len(r.failed),
-                }
-            )
-        return pd.DataFrame(rows)
-
-    def select(
-        self,
-        spec: str,
-        *,
-        max_frames: int | None = None,
-        pooled: str | None = None,
-        label_map: str | dict | None = None,
-        label_column: str = "label",
-    ) -> "FeatureSet | np.ndarray":
-        """Features of every utterance present in all the spec's stores.
-
-        Parameters
-        ----------
-        spec : str
-            Feature spec, see :func:`parse_spec`.
-        max_frames : int, optional
-            Keep the first ``max_frames`` frames of each utterance.
-        pooled : {"mean"}, optional
-            Return a plain ndarray of shape (n_utterances, n_layers * dim) (streams
-            concatenated) instead of a FeatureSet; computed from the stored per-utterance
-            sums when ``max_frames`` is None (no frame is read).
-        label_map : str or dict, optional
-            A name from :data:`featcache.corpora.LABEL_MAPS` (e.g. ``"ravdess7"``) or a mapping.
-        """
-        streams = parse_spec(spec, self.stores)
-        for name in dict.fromkeys(s.store for s in streams):
-            self._warn_incomplete(name)
-        ids = [uid for uid in self.utterances["id"] if all(uid in self.stores[s.store] for s in streams)]
-        fs = FeatureSet(self, streams, np.array([self._row[u] for u in ids], dtype=np.int64), max_frames, label_map, label_column)
-        if pooled is None:
-            return fs
-        if pooled != "mean":
-            raise SpecError(f"pooled must be None or 'mean'; got {pooled!r}")
-        return fs.pooled_mean()
-
-
-    def _warn_incomplete(self, name: str) -> None:
-        """Warn when a store lacks utterances of the table that it does not list as failed."""
-        r = self.stores[name]
-        have = set(r.ids) | set(r.failed)
-        missing = [u for u in self.utterances["id"] if u not in have]
-        if missing:
-            warnings.warn(
-                f"store {name!r} of {self.path} holds {len(r.ids)} of the {len(self.utterances)} utterances"
-                f" of the corpus table; {len(missing)} are neither committed nor recorded as failed"
-                f" (first: {missing[0]}). Only the utterances present are selected. An interrupted run:"
-                " re-run the same extract command; `featcache verify` tells whether shards are damaged.",
-                IncompleteStoreWarning,
-                stacklevel=3,
-            )
 
 
 class FeatureSet:
@@ -297,11 +169,12 @@ class FeatureSet:
         x = self._cache.stores[s.store].frames(uid, list(s.layers))
         if self.max_frames is not None:
             x = x[: self.max_frames]
-        x = x.astype(np.float32)
+        x = x.astype(np.float32)  # a copy: the stored frames are never written
         if self._norm is not None and self._norm[si] is not None:
             shift, scale, group = self._norm[si]
-            x = (x - shift[group[i]]) / scale[group[i]]
-        return x.astype(np.float32)
+            g = int(group[i])
+            apply_normalization(x, *normalization_terms(shift[g : g + 1], scale[g : g + 1]))
+        return x
 
     # -- bulk access
     def to_packed(self) -> Packed:
@@ -317,7 +190,7 @@ class FeatureSet:
                 lengths = np.minimum(lengths, self.max_frames)
             st = Stream(data, starts, lengths, s.name, r.frame_rate)
             if self._norm is not None and self._norm[si] is not None:
-                st.norm_shift, st.norm_scale, st.norm_group = self._norm[si]
+                st = st.with_normalization(*self._norm[si])
             streams.append(st)
         return Packed(streams, ids=ids, speakers=self.speakers, meta={"describe": self.describe()})
 
@@ -330,6 +203,20 @@ class FeatureSet:
         idx = np.array([pos[u] for u in self.ids], dtype=np.int64)
         layers = list(s.layers)
         return n[idx], sm[idx][:, layers], sq[idx][:, layers]
+
+    def speaker_stats(self, stream: int = 0) -> SpeakerStats:
+        """Per-speaker statistics of a stream's layers over *all* the cache's utterances of
+        each speaker (not only this set's), from ``speakers.h5`` (recomputed when stale).
+
+        Returns
+        -------
+        SpeakerStats
+            ``mean``/``std`` of shape (n_speakers, n_layers of the stream, dim).
+        """
+        s = self.streams[stream]
+        table = self._cache.utterances
+        st = read_speaker_stats(self._cache.stores[s.store], dict(zip(table["id"], table["speaker"].astype(str))))
+        return st.select_layers(s.layers)
 
     def pooled_mean(self) -> np.ndarray:
         """Mean over frames per utterance, shape (n_utterances, total layers * dim), float64."""

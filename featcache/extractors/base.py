@@ -45,6 +45,48 @@ class Extractor(ABC):
     dim: int = 0
     dtype: np.dtype = np.dtype("float32")
 
+    #: the keys of :meth:`params` that are constructor arguments (the others follow from them)
+    init_params: tuple[str, ...] = ()
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], **context: Any) -> "Extractor":
+        """Rebuild the extractor whose :meth:`params` a store recorded.
+
+        Parameters
+        ----------
+        params : dict
+            ``params()`` as recorded (``store.json``, a model's ``preprocessing.json``).
+        **context
+            What is not a parameter of the features (a device); ignored here.
+
+        Raises
+        ------
+        ParameterError
+            ``params`` is not a dict, a value is refused by the constructor, or the rebuilt
+            extractor's parameters differ from the recorded ones
+            (:func:`featcache.params.param_differences`, the one rule for "same features").
+        """
+        from featcache.errors import ParameterError
+
+        if not isinstance(params, dict):
+            raise ParameterError(f"{cls.name} parameters", "a dict", params)
+        obj = cls(**{k: params[k] for k in cls.init_params if k in params})
+        obj.check_params(params)
+        return obj
+
+    def check_params(self, recorded: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
+        """Refuse (:class:`ParameterError`) when :meth:`params` differ from ``recorded``."""
+        from featcache.errors import ParameterError
+        from featcache.params import param_differences
+
+        diff = param_differences(recorded, self.params(), ignore=ignore)
+        if diff:
+            raise ParameterError(
+                f"{self.name} extractor",
+                "rebuilt with the parameters recorded (left: recorded, right: rebuilt)",
+                "; ".join(map(str, diff)),
+            )
+
     @abstractmethod
     def params(self) -> dict[str, Any]:
         """All parameters that change the output, JSON-serialisable.

@@ -277,6 +277,8 @@ class MFCC(_LibrosaExtractor):
 
     name = "mfcc"
 
+    init_params = ("n_mfcc", "n_mels", "win_ms", "hop_ms", "sampling_rate", "fmin", "fmax", "n_fft")
+
     def __init__(
         self,
         n_mfcc: int = 40,
@@ -336,6 +338,8 @@ class LogMel(_LibrosaExtractor):
 
     name = "logmel"
 
+    init_params = ("n_mels", "win_ms", "hop_ms", "sampling_rate", "fmin", "fmax", "n_fft", "eps")
+
     def __init__(
         self,
         n_mels: int = 80,
@@ -387,6 +391,8 @@ class Spectrogram(_LibrosaExtractor):
     """
 
     name = "spectrogram"
+
+    init_params = ("win_ms", "hop_ms", "n_fft", "sampling_rate", "log", "eps")
 
     def __init__(
         self,
@@ -480,6 +486,8 @@ class EGeMAPS(Extractor):
 
     name = "egemaps"
     min_ms = 60.0
+
+    init_params = ("feature_set", "sampling_rate", "align")
 
     def __init__(
         self, feature_set: str = "eGeMAPSv02", sampling_rate: int = 16000, align: bool = True

@@ -77,7 +77,7 @@ from typing import Any
 
 import numpy as np
 
-from featcache.errors import AudioError, ModelError, ParameterError
+from featcache.errors import AudioError, ModelError, ModelSourceError, ParameterError
 from featcache.extractors.base import Extractor
 from featcache.models import ResolvedModel, load_config, load_model, model_identity, resolve_model
 
@@ -243,6 +243,64 @@ class SSLExtractor(Extractor):
         self.model_type = str(getattr(cfg, "model_type", ""))
         self._identity = model_identity(self.resolved, cfg)
         self._model: Any = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], *, model: str | None = None, device: str = "auto", **context: Any) -> "SSLExtractor":
+        """Rebuild the extractor whose :meth:`params` a store or a model directory recorded.
+
+        Parameters
+        ----------
+        params : dict
+            The recorded ``params()``.
+        model : str, optional
+            Where to load the model from, as the *user* says (short name, Hub id or local
+            directory). Without it the recorded ``model`` is used, which must then be a short
+            name or a Hub id: a name read from a file never makes featcache load a local path
+            (:func:`featcache.models.resolve_model` with ``allow_local=False``), and a model
+            recorded as ``local:<name>`` needs ``model``.
+        device : str
+            Where to run it (not a parameter of the features).
+
+        Raises
+        ------
+        ModelError
+            The recorded model may not be loaded without ``model``, or cannot be loaded.
+        ParameterError
+            The rebuilt extractor differs from the recorded one: same weights are required
+            (the fingerprint when one is recorded, else the same Hub id and, when both are
+            known, revision), and every other parameter equal.
+        """
+        if not isinstance(params, dict):
+            raise ParameterError("ssl parameters", "a dict", params)
+        recorded = str(params.get("model", ""))
+        if model is None:
+            if recorded.startswith("local:"):
+                raise ModelSourceError(
+                    f"the features were made with a local model directory ({recorded[6:]!r}, fingerprint"
+                    f" {params.get('fingerprint')}), which is recorded by name only: say where it is"
+                )
+            try:
+                resolve_model(recorded, allow_local=False)
+            except ModelError as e:
+                raise ModelSourceError(str(e)) from e
+            model = recorded
+        ex = cls(str(model), precision=params.get("precision", "fp32"), device=device)
+        now = ex.params()
+        ignore = ("model", "revision", "fingerprint")
+        ex.check_params(params, ignore=ignore)
+        fp = params.get("fingerprint")
+        if recorded.startswith("local:") or fp:
+            if now.get("fingerprint") != fp:
+                raise ParameterError(
+                    "ssl model weights", f"those recorded ({recorded}, fingerprint {fp})",
+                    f"{model} with fingerprint {now.get('fingerprint') or now.get('model')}",
+                )
+        elif now.get("model") != recorded or (params.get("revision") and now.get("revision") and params["revision"] != now["revision"]):
+            raise ParameterError(
+                "ssl model", f"the recorded {recorded!r} (revision {params.get('revision')})",
+                f"{now.get('model')!r} (revision {now.get('revision')})",
+            )
+        return ex
 
     # ------------------------------------------------------------------ metadata
 

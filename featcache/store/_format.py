@@ -18,6 +18,7 @@ import numpy as np
 
 from featcache.errors import StoreError, StoreMismatchError
 from featcache.fileio import read_json, resolve_inside
+from featcache.params import param_differences
 
 __all__ = [
     "FORMAT_VERSION",
@@ -65,15 +66,11 @@ def check_version(what: str, path: Path, fmt: Any, version: Any, expected_fmt: s
 
 
 def compare_params(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Differences between two nested parameter dicts, as ``key: old != new`` lines."""
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += compare_params(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: {a!r} != {b!r}")
-    return out
+    """Differences between two nested parameter dicts, as ``key: old != new`` lines.
+
+    The rule is :func:`featcache.params.param_differences`; a store refuses every difference.
+    """
+    return [str(d) for d in param_differences(old, new, prefix=prefix)]
 
 
 def now() -> str:

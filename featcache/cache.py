@@ -1,0 +1,153 @@
+"""Corpus caches: :func:`open_cache` one, :class:`FeatureCache` (its utterance table and
+stores) and :meth:`FeatureCache.select` (a :class:`featcache.reader.FeatureSet`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from featcache.errors import IncompleteStoreWarning, SpecError, StoreError
+from featcache.fileio import read_json
+from featcache.spec import parse_spec
+from featcache.store import StoreReader, check_version
+
+if TYPE_CHECKING:
+    from featcache.reader import FeatureSet
+
+__all__ = ["open_cache", "find_caches", "FeatureCache"]
+
+
+def find_caches(root: Path) -> list[Path]:
+    """Corpus caches (folders holding ``corpus.json``) at or directly below ``root``."""
+    root = Path(root)
+    if (root / "corpus.json").exists():
+        return [root]
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / "corpus.json").exists())
+
+
+def open_cache(path: str | Path) -> "FeatureCache":
+    """Open a corpus cache (``<cache-dir>/<corpus>``, or a cache root holding exactly one).
+
+    Raises
+    ------
+    StoreError
+        When ``path`` holds no corpus cache, or several (the message lists them).
+    """
+    found = find_caches(Path(path))
+    if not found:
+        raise StoreError(f"{path} holds no featcache corpus cache (no corpus.json); run featcache extract first")
+    if len(found) > 1:
+        raise StoreError(
+            f"{path} holds several corpus caches; name one: " + ", ".join(str(p) for p in found)
+        )
+    return FeatureCache(found[0])
+
+
+class FeatureCache:
+    """A corpus cache: its utterance table and feature stores.
+
+    Attributes
+    ----------
+    path : Path
+    corpus : str
+    utterances : pandas.DataFrame
+        The utterance table (id, path, speaker, label, corpus fields, duration).
+    stores : dict of str to StoreReader
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.info = read_json(self.path / "corpus.json", StoreError)
+        check_version(
+            "corpus cache", self.path / "corpus.json", self.info.get("format"), self.info.get("format_version"), "featcache.corpus"
+        )
+        self.corpus = self.info.get("corpus", self.path.name)
+        self.utterances = pd.read_csv(
+            self.path / "utterances.csv", dtype={"id": str, "speaker": str, "label": str}, keep_default_na=False
+        )
+        self.stores = {
+            p.name: StoreReader(p) for p in sorted(self.path.iterdir()) if (p / "store.json").exists()
+        }
+        self._row = {uid: i for i, uid in enumerate(self.utterances["id"])}
+
+    def __repr__(self) -> str:
+        return f"FeatureCache({str(self.path)!r}, corpus={self.corpus!r}, stores={list(self.stores)})"
+
+    @property
+    def features(self) -> pd.DataFrame:
+        """One row per store: name, kind, layers, dim, frame rate, utterances, failed."""
+        rows = []
+        for name, r in self.stores.items():
+            ext = r.info["extractor"]
+            rows.append(
+                {
+                    "name": name,
+                    "extractor": ext.get("name"),
+                    "n_layers": r.n_layers,
+                    "dim": r.dim,
+                    "frame_rate": r.frame_rate,
+                    "dtype": r.dtype.name,
+                    "n_utterances": len(r.ids),
+                    "n_failed": len(r.failed),
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def select(
+        self,
+        spec: str,
+        *,
+        max_frames: int | None = None,
+        pooled: str | None = None,
+        label_map: str | dict | None = None,
+        label_column: str = "label",
+    ) -> "FeatureSet | np.ndarray":
+        """Features of every utterance present in all the spec's stores.
+
+        Parameters
+        ----------
+        spec : str
+            Feature spec, see :func:`parse_spec`.
+        max_frames : int, optional
+            Keep the first ``max_frames`` frames of each utterance.
+        pooled : {"mean"}, optional
+            Return a plain ndarray of shape (n_utterances, n_layers * dim) (streams
+            concatenated) instead of a FeatureSet; computed from the stored per-utterance
+            sums when ``max_frames`` is None (no frame is read).
+        label_map : str or dict, optional
+            A name from :data:`featcache.corpora.LABEL_MAPS` (e.g. ``"ravdess7"``) or a mapping.
+        """
+        streams = parse_spec(spec, self.stores)
+        for name in dict.fromkeys(s.store for s in streams):
+            self._warn_incomplete(name)
+        ids = [uid for uid in self.utterances["id"] if all(uid in self.stores[s.store] for s in streams)]
+        from featcache.reader import FeatureSet  # the reader builds on this module
+
+        fs = FeatureSet(self, streams, np.array([self._row[u] for u in ids], dtype=np.int64), max_frames, label_map, label_column)
+        if pooled is None:
+            return fs
+        if pooled != "mean":
+            raise SpecError(f"pooled must be None or 'mean'; got {pooled!r}")
+        return fs.pooled_mean()
+
+    def _warn_incomplete(self, name: str) -> None:
+        """Warn when a store lacks utterances of the table that it does not list as failed."""
+        r = self.stores[name]
+        have = set(r.ids) | set(r.failed)
+        missing = [u for u in self.utterances["id"] if u not in have]
+        if missing:
+            warnings.warn(
+                f"store {name!r} of {self.path} holds {len(r.ids)} of the {len(self.utterances)} utterances"
+                f" of the corpus table; {len(missing)} are neither committed nor recorded as failed"
+                f" (first: {missing[0]}). Only the utterances present are selected. An interrupted run:"
+                " re-run the same extract command; `featcache verify` tells whether shards are damaged.",
+                IncompleteStoreWarning,
+                stacklevel=3,
+            )

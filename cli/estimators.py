@@ -8,7 +8,6 @@ one clear ``Error: ...`` message and exit status 1 (click's usage errors exit wi
 
 from __future__ import annotations
 
-import functools
 import json
 import shlex
 import time
@@ -16,25 +15,11 @@ from pathlib import Path
 
 import click
 
-from featcache.errors import FeatcacheError
 
-MODELS = ("dense", "lstm", "cnn", "fusion")
-NORMALIZE = ("speaker", "global", "none")
+from cli.options import device_option, library_errors, n_jobs_option, precision_option, quiet_option
+from estimators.registry import model_names
 
-
-def library_errors(fn):
-    """Turn library errors into a one-line ``Error: ...`` and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from estimators.errors import EstimatorsError
-
-        try:
-            return fn(*args, **kwargs)
-        except (FeatcacheError, EstimatorsError, ValueError) as e:
-            raise click.ClickException(str(e).strip() or type(e).__name__) from e
-
-    return wrapper
+NORMALIZE = ("speaker", "global", "none")  # click's choices; estimators.experiment checks the same
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -90,7 +75,7 @@ def _write_error(out: Path, e: OSError) -> str:
 @main.command()
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Corpus cache (default: the one corpus cache in ./cache).")
 @click.option("--features", default="all_layers", show_default=True, help="Feature spec: all_layers, layer:K, layers:A-B, mfcc, egemaps, a+b ...")
-@click.option("--model", type=click.Choice(MODELS), default="dense", show_default=True, help="fusion needs a two-stream spec such as all_layers+egemaps.")
+@click.option("--model", type=click.Choice(model_names()), default="dense", show_default=True, help="fusion needs a two-stream spec such as all_layers+egemaps.")
 @click.option("--target", default=None, help="Regression: numeric columns of the utterance table, e.g. valence,arousal (dense or lstm).")
 @click.option("--loss", type=click.Choice(["ccc", "mse"]), default="ccc", show_default=True, help="Regression loss.")
 @click.option("--normalize", type=click.Choice(NORMALIZE), default="speaker", show_default=True, help="Per speaker (Pepino et al.), global (training-fold statistics) or none.")
@@ -105,13 +90,13 @@ def _write_error(out: Path, e: OSError) -> str:
 @click.option("--max-epochs", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--patience", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Keep the first N frames of every utterance (cnn: default 250).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@device_option()
+@precision_option(("fp32", "bf16"), "fp32", "Training precision (bf16 autocast; fast only on CPUs with AMX, and on GPUs).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default runs/<timestamp>).")
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty --out.")
-@click.option("--n-jobs", type=int, default=1, show_default=True, help="Parallel fits (folds x seeds, or grid points with one fold).")
+@n_jobs_option("Parallel fits (folds x seeds, or grid points with one fold).")
 @click.option("--refit/--no-refit", default=True, show_default=True, help="Refit the final model on all data and save it in OUT/model (--no-refit: evaluation only).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@quiet_option()
 @click.pass_context
 @library_errors
 def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec, grid, seeds, hidden, lr, dropout, batch_size, max_epochs, patience, max_frames, device, precision, out, overwrite, n_jobs, refit, quiet):
@@ -154,7 +139,7 @@ def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec
 @click.option("--segment", type=float, default=None, help="Window length in seconds (>= 0.01): one prediction per window.")
 @click.option("--hop", type=float, default=None, help="Window hop in seconds (>= 0.01; default: --segment); at most 10000 windows per file.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
-@click.option("--device", default="auto", show_default=True, help="Device of the feature extractor and the model: auto, cpu, cuda.")
+@device_option("Device of the feature extractor and the model: auto, cpu, cuda or cuda:N.")
 @click.option("--ssl-model", "ssl_model", metavar="PATH_OR_ID", default=None, help="Where to load the self-supervised model from: a local save_pretrained directory, a short name or a Hugging Face id (required when the model directory records a local model; a model directory is never allowed to name a local path itself).")
 @library_errors
 def predict(model_dir, audio, enrol, segment, hop, fmt, device, ssl_model):

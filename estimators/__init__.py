@@ -29,16 +29,36 @@ suffer badly when the cores are shared with other busy processes: there,
 ``torch.set_num_threads(1)`` is often faster.
 """
 
-from ._data import to_packed
-from ._training import Callback, EarlyStopping, EpochLogger
-from .classifiers import CNNClassifier, DenseClassifier, FusionClassifier, LSTMClassifier
-from .errors import EstimatorsError, InputError, ModelFileError, ParameterError, TargetError
-from .experiment import Experiment, run_experiment
-from .metrics import ccc_score, ccc_scorer
-from .normalize import GlobalNormalizer, SpeakerNormalizer
-from .persist import load_model, save_model
-from .regressors import DenseRegressor, LSTMRegressor
-from .results import ExperimentResult
+# Public names and the module each lives in: imported on first use (PEP 562), so that
+# ``import estimators`` (and the command line's --help) does not pull in torch.
+_WHERE = {
+    "DenseClassifier": "classifiers",
+    "LSTMClassifier": "classifiers",
+    "CNNClassifier": "classifiers",
+    "FusionClassifier": "classifiers",
+    "DenseRegressor": "regressors",
+    "LSTMRegressor": "regressors",
+    "SpeakerNormalizer": "normalize",
+    "GlobalNormalizer": "normalize",
+    "run_experiment": "experiment",
+    "Experiment": "experiment",
+    "ExperimentResult": "results",
+    "Predictor": "predict",
+    "ccc_score": "metrics",
+    "ccc_scorer": "metrics",
+    "save_model": "persist",
+    "load_model": "persist",
+    "register_model": "registry",
+    "to_packed": "_data",
+    "Callback": "_training",
+    "EarlyStopping": "_training",
+    "EpochLogger": "_training",
+    "EstimatorsError": "errors",
+    "InputError": "errors",
+    "ModelFileError": "errors",
+    "ParameterError": "errors",
+    "TargetError": "errors",
+}
 
 __all__ = [
     "DenseClassifier",
@@ -50,6 +70,7 @@ __all__ = [
     "SpeakerNormalizer",
     "GlobalNormalizer",
     "run_experiment",
+    "register_model",
     "Experiment",
     "ExperimentResult",
     "Predictor",
@@ -70,13 +91,14 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # Predictor needs the audio and extractor stack (librosa, opensmile...): loaded when used
-    if name == "Predictor":
-        from .predict import Predictor
+    if name in _WHERE:
+        import importlib
 
-        return Predictor
+        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+        globals()[name] = value  # looked up once
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | {"Predictor"})
+    return sorted(set(globals()) | set(__all__))

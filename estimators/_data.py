@@ -21,13 +21,13 @@ the training and prediction loops check every batch and raise :class:`InputError
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 from sklearn.utils import check_array
 
 from featcache.packed import Packed, Stream
+from featcache.params import canonical, param_differences
 
 from .errors import InputError
 
@@ -109,12 +109,6 @@ def describe_packed(packed: Packed) -> dict:
 #: the corpus, store folder, ``max_frames`` and the pipeline's cropping do not.
 _FEATURE_KEYS = ("extractor", "layers", "n_layers", "dim", "frame_rate", "params")
 #: extractor parameters that change the numbers only slightly: a difference warns
-_NUMERIC_ONLY_PARAMS = ("precision",)
-
-
-def _canon(obj: Any) -> Any:
-    """JSON round trip (tuples -> lists, numpy -> python): a saved model compares equal."""
-    return json.loads(json.dumps(obj, sort_keys=True, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
 
 
 def _featureset_streams(info: Any) -> list[dict] | None:
@@ -146,7 +140,7 @@ def feature_differences(fitted: Any, given: Any) -> tuple[list[str], list[str]]:
     if a is None or b is None or len(a) != len(b):
         return [], []
     refused, warned = [], []
-    for k, (fa, fb) in enumerate(zip(_canon(a), _canon(b))):
+    for k, (fa, fb) in enumerate(zip(canonical(a), canonical(b))):
         for key in _FEATURE_KEYS:
             va, vb = fa.get(key), fb.get(key)
             if key != "params":
@@ -155,12 +149,10 @@ def feature_differences(fitted: Any, given: Any) -> tuple[list[str], list[str]]:
                 continue
             pa, pb = va or {}, vb or {}
             same_weights = pa.get("fingerprint") is not None and pa.get("fingerprint") == pb.get("fingerprint")
-            for name in sorted(set(pa) | set(pb)):
-                x, y = pa.get(name, "<missing>"), pb.get(name, "<missing>")
-                if x == y or (same_weights and name in ("model", "revision")):
-                    continue
-                line = f"stream {k} params.{name}: {x!r} (fit) != {y!r} (X)"
-                (warned if name in _NUMERIC_ONLY_PARAMS else refused).append(line)
+            # the one rule for "same features" (featcache.params); only precision merely warns
+            for d in param_differences(pa, pb, ignore=("model", "revision") if same_weights else (), prefix="params."):
+                line = f"stream {k} {d.key}: {d.left!r} (fit) != {d.right!r} (X)"
+                (warned if d.numeric_only else refused).append(line)
     return refused, warned
 
 

@@ -29,11 +29,12 @@ import numpy as np
 
 from ._experiment_data import ExperimentData, find_cache, load_data, make_splits
 from .errors import ParameterError
+from .registry import estimator_class, model_name_of, model_names
 from .results import ExperimentResult, summary_lines
 
 __all__ = ["MODELS", "NORMALIZE", "Experiment", "ExperimentResult", "run_experiment", "find_cache", "make_estimator", "summary_lines"]
 
-MODELS = ("dense", "lstm", "cnn", "fusion")
+MODELS = model_names()  # the registry's names at import (see estimators.registry)
 NORMALIZE = ("speaker", "global", "none")
 
 
@@ -111,28 +112,9 @@ class Experiment:
 
 def make_estimator(model: str, task: str, params: dict):
     """An unfitted estimator from a model name; ``params`` it does not take (or None) are left out."""
-    from . import CNNClassifier, DenseClassifier, DenseRegressor, FusionClassifier, LSTMClassifier, LSTMRegressor
-
-    if task == "regression":
-        classes = {"dense": DenseRegressor, "lstm": LSTMRegressor}
-        if model not in classes:
-            raise ParameterError("--model with --target", "dense or lstm (regressors)", model)
-    else:
-        classes = {"dense": DenseClassifier, "lstm": LSTMClassifier, "cnn": CNNClassifier, "fusion": FusionClassifier}
-        if model not in classes:
-            raise ParameterError("--model", "one of " + ", ".join(MODELS) + " or an estimator", model)
-    cls = classes[model]
+    cls = estimator_class(model, task)
     allowed = set(cls().get_params())
     return cls(**{k: v for k, v in params.items() if k in allowed and v is not None})
-
-
-def _kind(est) -> str:
-    """The model name of an estimator instance (``dense`` for DenseClassifier/DenseRegressor)."""
-    name = type(est).__name__
-    for kind in MODELS:
-        if name.lower().startswith(kind):
-            return kind
-    return name
 
 
 def _pipeline(est0, normalize: str, seed: int):
@@ -169,12 +151,12 @@ def _estimator(exp: Experiment, data: ExperimentData):
     n_streams = len(data.X.streams)
     if isinstance(exp.model, str):
         kind = exp.model
-        if kind not in MODELS:
-            raise ParameterError("--model", "one of " + ", ".join(MODELS) + " or an estimator", kind)
+        if kind not in model_names():
+            raise ParameterError("--model", "one of " + ", ".join(model_names()) + " or an estimator", kind)
     else:
         if not hasattr(exp.model, "get_params"):
-            raise ParameterError("model", "a model name (" + ", ".join(MODELS) + ") or an unfitted estimator", exp.model)
-        kind = _kind(exp.model)
+            raise ParameterError("model", "a model name (" + ", ".join(model_names()) + ") or an unfitted estimator", exp.model)
+        kind = model_name_of(exp.model)
     if kind == "fusion" and n_streams < 2:
         raise ParameterError("--model fusion", "used with a two-stream feature spec such as all_layers+egemaps", f"--features {data.spec} ({n_streams} stream)")
     if kind != "fusion" and n_streams > 1:

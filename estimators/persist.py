@@ -45,9 +45,8 @@ from ._modelfiles import (
     with_checksum,
 )
 from ._modules import build_module
-from .classifiers import CNNClassifier, DenseClassifier, FusionClassifier, LSTMClassifier
 from .errors import EstimatorsError, ModelFileError, ParameterError
-from .regressors import DenseRegressor, LSTMRegressor
+from .registry import estimator_classes
 
 __all__ = ["save_model", "load_model", "read_model_info", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -56,10 +55,6 @@ FORMAT_VERSION = 1
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 
-ESTIMATOR_CLASSES = {
-    cls.__name__: cls
-    for cls in (DenseClassifier, LSTMClassifier, CNNClassifier, FusionClassifier, DenseRegressor, LSTMRegressor)
-}
 
 # fitted attributes written to model.json; arrays are stored as (list, dtype)
 _SCALAR_ATTRS = (
@@ -129,8 +124,9 @@ def save_model(estimator: Any, directory: str | os.PathLike, extra: dict | None 
         ``RandomState``) are stored as None and listed under ``dropped_params``.
     """
     name = type(estimator).__name__
-    if ESTIMATOR_CLASSES.get(name) is not type(estimator):
-        raise EstimatorsError(f"save_model supports {sorted(ESTIMATOR_CLASSES)}; got {name}")
+    known = estimator_classes()
+    if known.get(name) is not type(estimator):
+        raise EstimatorsError(f"save_model supports {sorted(known)}; got {name}")
     check_is_fitted(estimator, "module_")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -203,7 +199,8 @@ def read_model_info(directory: str | os.PathLike) -> dict:
             f"{path}: format version {doc.get('format_version')!r} is not supported (this "
             f"library reads version {FORMAT_VERSION})"
         )
-    if not isinstance(doc.get("class"), str) or doc["class"] not in ESTIMATOR_CLASSES:
+    known = estimator_classes()
+    if not isinstance(doc.get("class"), str) or doc["class"] not in known:
         raise ModelFileError(f"{path}: unknown estimator class {doc.get('class')!r}")
     verify_doc_checksum(doc, path)
     for key, kind in (("params", dict), ("fitted", dict), ("module_config", dict), ("weights", dict)):
@@ -215,7 +212,7 @@ def read_model_info(directory: str | os.PathLike) -> dict:
 
 def _make_estimator(doc: dict, where: Path) -> Any:
     """The estimator with the recorded parameters, checked as ``fit`` checks them."""
-    cls = ESTIMATOR_CLASSES[doc["class"]]
+    cls = estimator_classes()[doc["class"]]
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["params"].items()}
     try:
         estimator = cls(**params)

@@ -36,15 +36,27 @@ is taken as ``log(x + eps)`` (log-mel, log-spectrogram) or ``10 * log10(max(x, a
 from __future__ import annotations
 
 import inspect
-import math
-import warnings
 from typing import Any
 
 import numpy as np
 
 from featcache.audio import check_signal
-from featcache.errors import AudioError, ModelError, ParameterError
+from featcache.errors import ParameterError
+from featcache.extractors._limits import (
+    MAX_FFT_PER_HOP,
+    MAX_HOP_MS,
+    MAX_N_FFT,
+    MAX_N_MELS,
+    MAX_SAMPLING_RATE,
+    MAX_WIN_MS,
+    hop_samples,
+    is_number,
+    library_versions,
+    positive_float,
+    positive_int,
+)
 from featcache.extractors.base import Extractor
+from featcache.extractors.egemaps import EGEMAPS_COLUMNS, EGeMAPS
 
 __all__ = [
     "MFCC",
@@ -57,63 +69,6 @@ __all__ = [
 ]
 
 
-MAX_SAMPLING_RATE = 384_000
-MAX_WIN_MS = 1000.0
-MAX_HOP_MS = 1000.0
-MAX_N_FFT = 1 << 16
-MAX_FFT_PER_HOP = 64
-MAX_N_MELS = 1024
-
-
-def _is_number(value: Any) -> bool:
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float, np.integer, np.floating))
-        and math.isfinite(float(value))
-    )
-
-
-def _positive_int(name: str, value: Any, most: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) <= 0:
-        raise ParameterError(name, "a positive integer", value)
-    if most is not None and int(value) > most:
-        raise ParameterError(name, f"a positive integer of at most {most}", value)
-    return int(value)
-
-
-def _positive_float(name: str, value: Any, most: float | None = None) -> float:
-    if not _is_number(value) or float(value) <= 0:
-        raise ParameterError(name, "a positive finite number", value)
-    if most is not None and float(value) > most:
-        raise ParameterError(name, f"a positive number of at most {most:g}", value)
-    return float(value)
-
-
-def _hop_samples(hop_ms: float, sampling_rate: int) -> int:
-    exact = hop_ms * sampling_rate / 1000.0
-    hop = int(round(exact))
-    if hop < 1 or abs(exact - hop) > 1e-6:
-        raise ParameterError(
-            "hop_ms",
-            f"a whole number of samples at {sampling_rate} Hz (multiple of "
-            f"{1000.0 / sampling_rate:g} ms)",
-            hop_ms,
-        )
-    return hop
-
-
-def _library_versions(*names: str) -> dict[str, str]:
-    import importlib
-
-    out = {}
-    for name in names:
-        try:
-            out[name] = str(importlib.import_module(name).__version__)
-        except Exception:  # pragma: no cover - a missing library is reported, not fatal
-            out[name] = "unavailable"
-    return out
-
-
 class _LibrosaExtractor(Extractor):
     """Shared STFT framing of the librosa-based extractors (centred frames, Hann window)."""
 
@@ -123,17 +78,17 @@ class _LibrosaExtractor(Extractor):
     def _init_framing(
         self, win_ms: float, hop_ms: float, sampling_rate: int, n_fft: int | None
     ) -> None:
-        self.sampling_rate = _positive_int("sampling_rate", sampling_rate, MAX_SAMPLING_RATE)
-        self.win_ms = _positive_float("win_ms", win_ms, MAX_WIN_MS)
-        self.hop_ms = _positive_float("hop_ms", hop_ms, MAX_HOP_MS)
-        self.hop_length = _hop_samples(self.hop_ms, self.sampling_rate)
+        self.sampling_rate = positive_int("sampling_rate", sampling_rate, MAX_SAMPLING_RATE)
+        self.win_ms = positive_float("win_ms", win_ms, MAX_WIN_MS)
+        self.hop_ms = positive_float("hop_ms", hop_ms, MAX_HOP_MS)
+        self.hop_length = hop_samples(self.hop_ms, self.sampling_rate)
         self.win_length = int(round(self.win_ms * self.sampling_rate / 1000.0))
         if self.win_length < 1:
             raise ParameterError("win_ms", "at least one sample long", win_ms)
         if n_fft is None:
             self.n_fft = 1 << (self.win_length - 1).bit_length()
         else:
-            self.n_fft = _positive_int("n_fft", n_fft)
+            self.n_fft = positive_int("n_fft", n_fft)
             if self.n_fft < self.win_length:
                 raise ParameterError(
                     "n_fft", f"None or at least the window length ({self.win_length} samples)", n_fft
@@ -163,7 +118,7 @@ class _LibrosaExtractor(Extractor):
         }
 
     def versions(self) -> dict[str, str]:
-        return _library_versions("librosa", "numpy", "scipy")
+        return library_versions("librosa", "numpy", "scipy")
 
     def min_samples(self) -> int:
         return 1
@@ -212,15 +167,15 @@ class _LibrosaExtractor(Extractor):
         return basis
 
     def _init_mel(self, n_mels: int, fmin: float, fmax: float | None) -> None:
-        self.n_mels = _positive_int("n_mels", n_mels, MAX_N_MELS)
-        if not _is_number(fmin) or float(fmin) < 0:
+        self.n_mels = positive_int("n_mels", n_mels, MAX_N_MELS)
+        if not is_number(fmin) or float(fmin) < 0:
             raise ParameterError("fmin", "a number >= 0 (Hz)", fmin)
         self.fmin = float(fmin)
         nyquist = self.sampling_rate / 2.0
         if fmax is None:
             self.fmax = nyquist
         else:
-            if not _is_number(fmax) or not (self.fmin < float(fmax) <= nyquist):
+            if not is_number(fmax) or not (self.fmin < float(fmax) <= nyquist):
                 raise ParameterError("fmax", f"None or a number in ({self.fmin:g}, {nyquist:g}] Hz", fmax)
             self.fmax = float(fmax)
         if self.fmin >= self.fmax:
@@ -292,7 +247,7 @@ class MFCC(_LibrosaExtractor):
     ) -> None:
         self._init_framing(win_ms, hop_ms, sampling_rate, n_fft)
         self._init_mel(n_mels, fmin, fmax)
-        self.n_mfcc = _positive_int("n_mfcc", n_mfcc)
+        self.n_mfcc = positive_int("n_mfcc", n_mfcc)
         if self.n_mfcc > self.n_mels:
             raise ParameterError("n_mfcc", f"at most n_mels ({self.n_mels})", n_mfcc)
         self.store_name = self.name
@@ -353,7 +308,7 @@ class LogMel(_LibrosaExtractor):
     ) -> None:
         self._init_framing(win_ms, hop_ms, sampling_rate, n_fft)
         self._init_mel(n_mels, fmin, fmax)
-        self.eps = _positive_float("eps", eps)
+        self.eps = positive_float("eps", eps)
         self.store_name = self.name
         self.n_layers = 1
         self.dim = self.n_mels
@@ -407,7 +362,7 @@ class Spectrogram(_LibrosaExtractor):
         if not isinstance(log, (bool, np.bool_)):
             raise ParameterError("log", "True or False", log)
         self.log = bool(log)
-        self.eps = _positive_float("eps", eps)
+        self.eps = positive_float("eps", eps)
         self.store_name = self.name
         self.n_layers = 1
         self.dim = self.n_fft // 2 + 1
@@ -426,179 +381,6 @@ class Spectrogram(_LibrosaExtractor):
         if self.log:
             mag = np.log(mag + np.float32(self.eps))
         return np.ascontiguousarray(mag.T, dtype=np.float32)
-
-
-EGEMAPS_COLUMNS: dict[str, tuple[str, ...]] = {
-    "eGeMAPSv02": (
-        "Loudness_sma3",
-        "alphaRatio_sma3",
-        "hammarbergIndex_sma3",
-        "slope0-500_sma3",
-        "slope500-1500_sma3",
-        "spectralFlux_sma3",
-        "mfcc1_sma3",
-        "mfcc2_sma3",
-        "mfcc3_sma3",
-        "mfcc4_sma3",
-        "F0semitoneFrom27.5Hz_sma3nz",
-        "jitterLocal_sma3nz",
-        "shimmerLocaldB_sma3nz",
-        "HNRdBACF_sma3nz",
-        "logRelF0-H1-H2_sma3nz",
-        "logRelF0-H1-A3_sma3nz",
-        "F1frequency_sma3nz",
-        "F1bandwidth_sma3nz",
-        "F1amplitudeLogRelF0_sma3nz",
-        "F2frequency_sma3nz",
-        "F2bandwidth_sma3nz",
-        "F2amplitudeLogRelF0_sma3nz",
-        "F3frequency_sma3nz",
-        "F3bandwidth_sma3nz",
-        "F3amplitudeLogRelF0_sma3nz",
-    ),
-}
-
-
-class EGeMAPS(Extractor):
-    """eGeMAPS low-level descriptors from openSMILE: 25 LLDs at 100 frames/s.
-
-    ``opensmile.Smile(feature_set=eGeMAPSv02, feature_level=LowLevelDescriptors)``; the
-    names of the 25 columns are in :attr:`columns`. The ``Smile`` object is created on
-    first use and dropped when pickling, so the extractor can be sent to worker
-    processes.
-
-    Framing. openSMILE's own frames start at ``i * 10`` ms and its 20 ms frames (energy
-    and spectral LLDs) are centred at ``i * 10 + 10`` ms; an input of ``d`` ms natively
-    gives ``1 + (d - 50) // 10`` frames (96 for 1 s). With ``align=True`` (default) the
-    input is zero-padded by 10 ms before and 40 ms after, so that frame ``i`` is centred
-    at ``i * 10`` ms and a signal of ``n`` samples gives ``1 + n // hop_length`` frames
-    (101 for 1 s at 16 kHz), exactly like the librosa extractors: eGeMAPS frames line up
-    with MFCC / log-mel / spectrogram frames. ``align=False`` keeps openSMILE's native
-    framing. Note that openSMILE computes the pitch-based LLDs (F0, jitter, shimmer, HNR,
-    H1-H2, H1-A3, formants) on 60 ms windows that lag the 20 ms frames by about 20 ms
-    either way.
-
-    Inputs shorter than 60 ms (one pitch window, :meth:`min_samples`) raise
-    :class:`~featcache.errors.AudioError`. Samples are clipped to ``[-1, 32767/32768]``
-    before openSMILE converts them to 16-bit integers (a full-scale ``+1.0`` would
-    otherwise wrap around to -32768).
-    """
-
-    name = "egemaps"
-    min_ms = 60.0
-
-    init_params = ("feature_set", "sampling_rate", "align")
-
-    def __init__(
-        self, feature_set: str = "eGeMAPSv02", sampling_rate: int = 16000, align: bool = True
-    ) -> None:
-        if not isinstance(feature_set, str) or feature_set not in EGEMAPS_COLUMNS:
-            raise ParameterError("feature_set", f"one of {sorted(EGEMAPS_COLUMNS)}", feature_set)
-        self.feature_set = feature_set
-        self.sampling_rate = _positive_int("sampling_rate", sampling_rate, MAX_SAMPLING_RATE)
-        if self.sampling_rate % 100 != 0:
-            raise ParameterError(
-                "sampling_rate", "a multiple of 100 Hz (10 ms must be whole samples)", sampling_rate
-            )
-        if not isinstance(align, (bool, np.bool_)):
-            raise ParameterError("align", "True or False", align)
-        self.align = bool(align)
-        self.store_name = self.name
-        self.frame_rate = 100.0
-        self.hop_ms = 10.0
-        self.hop_length = self.sampling_rate // 100
-        self.n_layers = 1
-        self.columns: list[str] = list(EGEMAPS_COLUMNS[feature_set])
-        self.dim = len(self.columns)
-        self.dtype = np.dtype("float32")
-        self._smile = None
-
-    # -- openSMILE object, created lazily, never pickled ---------------------------------
-    @property
-    def smile(self):
-        """The ``opensmile.Smile`` object (created on first use)."""
-        if self._smile is None:
-            import opensmile
-
-            try:
-                smile = opensmile.Smile(
-                    feature_set=getattr(opensmile.FeatureSet, self.feature_set),
-                    feature_level=opensmile.FeatureLevel.LowLevelDescriptors,
-                )
-            except Exception as exc:  # pragma: no cover - depends on the installation
-                raise ModelError(f"cannot create openSMILE {self.feature_set}: {exc}") from exc
-            if list(smile.feature_names) != self.columns:
-                raise ModelError(
-                    f"openSMILE {self.feature_set} returns columns {smile.feature_names}, "
-                    f"expected {self.columns}"
-                )
-            self._smile = smile
-        return self._smile
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_smile"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._smile = None
-
-    def __repr__(self) -> str:
-        return (
-            f"EGeMAPS(feature_set={self.feature_set!r}, sampling_rate={self.sampling_rate}, "
-            f"align={self.align})"
-        )
-
-    # -- protocol ------------------------------------------------------------------------
-    def params(self) -> dict[str, Any]:
-        return {
-            "feature_set": self.feature_set,
-            "feature_level": "lld",
-            "sampling_rate": int(self.sampling_rate),
-            "hop_ms": self.hop_ms,
-            "align": self.align,
-            "center": self.align,
-            "pad_ms": [10.0, 40.0] if self.align else [0.0, 0.0],
-            "clip": [-1.0, 32767 / 32768],
-        }
-
-    def versions(self) -> dict[str, str]:
-        return _library_versions("opensmile", "numpy")
-
-    def min_samples(self) -> int:
-        return int(math.ceil(self.min_ms * self.sampling_rate / 1000.0))
-
-    def n_frames(self, n_samples: int) -> int:
-        """Number of frames returned for a signal of ``n_samples`` (>= :meth:`min_samples`)."""
-        n = int(n_samples)
-        if self.align:
-            return 1 + n // self.hop_length
-        return 1 + (n - 5 * self.hop_length) // self.hop_length
-
-    def __call__(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
-        self._check_rate(sampling_rate)
-        x = check_signal(signal)
-        if x.shape[0] < self.min_samples():
-            raise AudioError(
-                "<signal>",
-                f"shorter than the extractor's minimum of {self.min_ms:g} ms "
-                f"({x.shape[0]} < {self.min_samples()} samples at {self.sampling_rate} Hz)",
-            )
-        n = x.shape[0]
-        x = np.clip(x, -1.0, 32767.0 / 32768.0)
-        if self.align:
-            x = np.pad(x, (self.hop_length, 4 * self.hop_length), mode="constant")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            frame = self.smile.process_signal(x, self.sampling_rate)
-        out = np.ascontiguousarray(frame.to_numpy(), dtype=np.float32)
-        expected = self.n_frames(n)
-        if out.shape[0] > expected:
-            out = out[:expected]
-        if out.shape[0] == 0 or not np.isfinite(out).all():
-            raise AudioError("<signal>", "openSMILE returned no frames or non-finite values")
-        return out
 
 
 HANDCRAFTED: dict[str, type[Extractor]] = {

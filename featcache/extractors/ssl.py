@@ -72,19 +72,25 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from featcache.errors import AudioError, ModelError, ModelSourceError, ParameterError
 from featcache.extractors.base import Extractor
+from featcache.extractors.runtime import (
+    DEVICES,
+    PRECISIONS,
+    encode_padded,
+    length_groups,
+    no_tf32,
+    resolve_device,
+    resolve_precision,
+)
 from featcache.models import ResolvedModel, load_config, load_model, model_identity, resolve_model
 
 __all__ = ["SSLExtractor", "PRECISIONS", "DEVICES", "DEFAULT_MAX_BATCH_FRAMES"]
 
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
-DEVICES = ("auto", "cpu", "cuda")
 #: Default bound on ``batch size x longest utterance`` (frames) of one encoder batch:
 #: 3000 frames = 60 s of audio at 50 frames/s.
 DEFAULT_MAX_BATCH_FRAMES = 3000
@@ -92,87 +98,6 @@ DEFAULT_MAX_BATCH_FRAMES = 3000
 #: model types whose encoder is run on padded frame batches (checked equal to
 #: one-at-a-time by the tests).
 _BATCHABLE_TYPES = frozenset({"wav2vec2", "hubert", "wavlm"})
-
-
-def _resolve_device(device: Any) -> Any:
-    import torch
-
-    text = str(device).strip().lower() if isinstance(device, str) else device
-    allowed = "'auto', 'cpu' or 'cuda' (or 'cuda:N')"
-    if isinstance(text, torch.device):
-        text = str(text)
-    if not isinstance(text, str):
-        raise ParameterError("device", allowed, device)
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise ParameterError("device", f"{allowed}; CUDA is not available here", device)
-        dev = torch.device(text)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ParameterError(
-                "device", f"{allowed} with N < {torch.cuda.device_count()}", device
-            )
-        return dev
-    raise ParameterError("device", allowed, device)
-
-
-def _resolve_precision(precision: Any, device: Any) -> str:
-    import torch
-
-    allowed = "'fp32', 'bf16', 'fp16' or 'auto'"
-    if not isinstance(precision, str) or precision.strip().lower() not in PRECISIONS:
-        raise ParameterError("precision", allowed, precision)
-    p = precision.strip().lower()
-    cuda = device.type == "cuda"
-    if p == "auto":
-        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    if p == "fp16" and not cuda:
-        raise ParameterError(
-            "precision", "'fp32' or 'bf16' on CPU (fp16 autocast needs a CUDA device)", precision
-        )
-    if p == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        raise ParameterError(
-            "precision", "'fp32' or 'fp16' on this GPU (it does not support bf16)", precision
-        )
-    return p
-
-
-@contextlib.contextmanager
-def _no_tf32() -> Iterator[None]:
-    """Switch TF32 off for CUDA convolutions and matmuls (fp32 must mean fp32)."""
-    import torch
-
-    saved: list[tuple[Any, str, Any]] = []
-    targets = [
-        (torch.backends.cudnn.conv, "fp32_precision", "ieee"),
-        (torch.backends.cuda.matmul, "fp32_precision", "ieee"),
-    ]
-    if not all(hasattr(obj, attr) for obj, attr, _ in targets):  # older torch
-        targets = [
-            (torch.backends.cudnn, "allow_tf32", False),
-            (torch.backends.cuda.matmul, "allow_tf32", False),
-        ]
-    try:
-        for obj, attr, value in targets:
-            saved.append((obj, attr, getattr(obj, attr)))
-            setattr(obj, attr, value)
-    except Exception:  # noqa: BLE001 - leave the flags alone when they cannot be set
-        pass
-    try:
-        yield
-    finally:
-        for obj, attr, value in reversed(saved):
-            with contextlib.suppress(Exception):
-                setattr(obj, attr, value)
-
-
-def _records_by_hooks(model: Any) -> bool:
-    """Whether the model records ``hidden_states`` with output-capturing hooks (transformers 5)."""
-    recordable = getattr(type(model), "_can_record_outputs", None) or {}
-    return "hidden_states" in recordable
 
 
 class SSLExtractor(Extractor):
@@ -221,8 +146,8 @@ class SSLExtractor(Extractor):
             or max_batch_frames < 1
         ):
             raise ParameterError("max_batch_frames", "a positive integer", max_batch_frames)
-        self._device = _resolve_device(device)
-        self.precision = _resolve_precision(precision, self._device)
+        self._device = resolve_device(device)
+        self.precision = resolve_precision(precision, self._device)
         self.max_batch_frames = int(max_batch_frames)
         self.resolved: ResolvedModel = resolve_model(model)
         self.store_name = self.resolved.store_name
@@ -401,7 +326,7 @@ class SSLExtractor(Extractor):
         stack.enter_context(torch.inference_mode())
         if self.precision == "fp32":
             if self._device.type == "cuda":
-                stack.enter_context(_no_tf32())
+                stack.enter_context(no_tf32())
         else:
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
             stack.enter_context(torch.autocast(self._device.type, dtype=dtype))
@@ -464,7 +389,7 @@ class SSLExtractor(Extractor):
             return [self._single(x) for x in prepared]
         frames = [self.n_frames(len(x)) for x in prepared]
         results: list[np.ndarray | None] = [None] * len(prepared)
-        for group in self._groups(frames):
+        for group in length_groups(frames, self.max_batch_frames):
             if len(group) == 1:
                 results[group[0]] = self._single(prepared[group[0]])
                 continue
@@ -472,71 +397,14 @@ class SSLExtractor(Extractor):
                 results[j] = out
         return results  # type: ignore[return-value]
 
-    def _groups(self, frames: list[int]) -> list[list[int]]:
-        """Indices sorted by frame count, cut so that ``len(group) * longest <= max_batch_frames``."""
-        groups: list[list[int]] = []
-        current: list[int] = []
-        for i in sorted(range(len(frames)), key=lambda k: frames[k]):
-            if current and (len(current) + 1) * frames[i] > self.max_batch_frames:
-                groups.append(current)
-                current = []
-            current.append(i)
-        if current:
-            groups.append(current)
-        return groups
-
     def _encode_group(self, xs: list[np.ndarray]) -> list[np.ndarray]:
-        import torch
-
+        """Hidden states of a group: the CNN per utterance, the encoder once on padded frames."""
         model = self._get_model()
-        layers = list(model.encoder.layers)
-        captured: list[Any] = []
-
-        def capture(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
-            if module is layers[0] and not captured:
-                captured.append(args[0] if args else kwargs["hidden_states"])
-            captured.append(output[0] if isinstance(output, tuple) else output)
-
         with self._run_context():
-            feats = []
-            for x in xs:
-                f = model.feature_extractor(self._to_device(x)[None]).transpose(1, 2)
-                p = model.feature_projection(f)
-                feats.append((p[0] if isinstance(p, tuple) else p)[0])
-            lengths = [int(f.shape[0]) for f in feats]
-            n_max = max(lengths)
-            padded = feats[0].new_zeros((len(feats), n_max, feats[0].shape[1]))
-            mask = torch.zeros((len(feats), n_max), dtype=torch.bool, device=padded.device)
-            for b, f in enumerate(feats):
-                padded[b, : lengths[b]] = f
-                mask[b, : lengths[b]] = True
-            if _records_by_hooks(model):
-                # transformers >= 5: hidden states are recorded by hooks on the encoder
-                # layers (input of layer 0, then each layer's output); do the same.
-                handles = [
-                    layer.register_forward_hook(capture, with_kwargs=True) for layer in layers
-                ]
-                try:
-                    with warnings.catch_warnings():
-                        # WavLM hands torch a bool key_padding_mask with a float position
-                        # bias; torch warns about the mix, the result is right.
-                        warnings.filterwarnings(
-                            "ignore", message=".*mismatched key_padding_mask and attn_mask.*"
-                        )
-                        model.encoder(padded, attention_mask=mask)
-                finally:
-                    for h in handles:
-                        h.remove()
-            else:  # transformers 4.x: the encoder returns them itself
-                out = model.encoder(
-                    padded, attention_mask=mask, output_hidden_states=True, return_dict=True
-                )
-                captured = list(out.hidden_states)
-            if len(captured) != self.n_layers:  # pragma: no cover - layerdrop / odd encoder
+            hs, lengths = encode_padded(model, [self._to_device(x)[None] for x in xs])
+            if hs.shape[0] != self.n_layers:  # pragma: no cover - layerdrop / odd encoder
                 raise ModelError(
-                    f"{self.resolved.source!r}: captured {len(captured)} hidden states, "
-                    f"expected {self.n_layers}"
+                    f"{self.resolved.source!r}: captured {hs.shape[0]} hidden states, expected {self.n_layers}"
                 )
-            hs = torch.stack([h.float() for h in captured])  # (L, B, T, D)
         arr = self._to_numpy(hs)
         return [np.ascontiguousarray(arr[:, b, : lengths[b]]) for b in range(len(xs))]

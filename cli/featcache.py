@@ -132,38 +132,8 @@ def info(path, as_json):
     """Describe a corpus cache: utterances, stores, parameters, failures."""
     from featcache.reader import open_cache
 
-    cache = open_cache(path)
-    stores = {}
-    for name, r in cache.stores.items():
-        ext = r.info["extractor"]
-        stores[name] = {
-            "extractor": ext.get("name"),
-            "n_layers": r.n_layers,
-            "dim": r.dim,
-            "frame_rate": r.frame_rate,
-            "dtype": r.dtype.name,
-            "n_utterances": len(r.ids),
-            "n_shards": len(r.manifest["shards"]),
-            "n_frames": int(sum(s["n_frames"] for s in r.manifest["shards"])),
-            "size_bytes": r.size_bytes(),
-            "params": ext.get("params"),
-            "pipeline": r.info.get("pipeline"),
-            "versions": ext.get("versions"),
-            "created": r.info.get("created"),
-            "failed": r.failed,
-        }
-    tab = cache.utterances
-    out = {
-        "path": str(cache.path),
-        "corpus": cache.corpus,
-        "data_dir": cache.info.get("data_dir"),
-        "n_utterances": int(len(tab)),
-        "n_speakers": int(tab["speaker"].nunique()),
-        "labels": {str(k): int(v) for k, v in tab["label"].value_counts().sort_index().items()},
-        "problems": cache.info.get("problems", []),
-        "dropped": cache.info.get("dropped", {}),
-        "stores": stores,
-    }
+    out = open_cache(path).describe()
+    stores = out["stores"]
     if as_json:
         click.echo(json.dumps(out, indent=1, default=str))
         return

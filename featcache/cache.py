@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -83,22 +83,54 @@ class FeatureCache:
     @property
     def features(self) -> pd.DataFrame:
         """One row per store: name, kind, layers, dim, frame rate, utterances, failed."""
+        keys = ("extractor", "n_layers", "dim", "frame_rate", "dtype", "n_utterances")
         rows = []
+        for name, d in self.describe()["stores"].items():
+            rows.append({"name": name, **{k: d[k] for k in keys}, "n_failed": len(d["failed"])})
+        return pd.DataFrame(rows)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``featcache info`` shows: the corpus, its table's counts and every store.
+
+        Returns
+        -------
+        dict
+            ``path, corpus, data_dir, n_utterances, n_speakers, labels {label: count},
+            problems [[path, reason]], dropped {label: count}, stores {name: {extractor,
+            n_layers, dim, frame_rate, dtype, n_utterances, n_shards, n_frames, size_bytes,
+            params, pipeline, versions, created, failed}}``.
+        """
+        stores = {}
         for name, r in self.stores.items():
             ext = r.info["extractor"]
-            rows.append(
-                {
-                    "name": name,
-                    "extractor": ext.get("name"),
-                    "n_layers": r.n_layers,
-                    "dim": r.dim,
-                    "frame_rate": r.frame_rate,
-                    "dtype": r.dtype.name,
-                    "n_utterances": len(r.ids),
-                    "n_failed": len(r.failed),
-                }
-            )
-        return pd.DataFrame(rows)
+            stores[name] = {
+                "extractor": ext.get("name"),
+                "n_layers": r.n_layers,
+                "dim": r.dim,
+                "frame_rate": r.frame_rate,
+                "dtype": r.dtype.name,
+                "n_utterances": len(r.ids),
+                "n_shards": len(r.manifest["shards"]),
+                "n_frames": int(sum(s["n_frames"] for s in r.manifest["shards"])),
+                "size_bytes": r.size_bytes(),
+                "params": ext.get("params"),
+                "pipeline": r.info.get("pipeline"),
+                "versions": ext.get("versions"),
+                "created": r.info.get("created"),
+                "failed": r.failed,
+            }
+        tab = self.utterances
+        return {
+            "path": str(self.path),
+            "corpus": self.corpus,
+            "data_dir": self.info.get("data_dir"),
+            "n_utterances": int(len(tab)),
+            "n_speakers": int(tab["speaker"].nunique()),
+            "labels": {str(k): int(v) for k, v in tab["label"].value_counts().sort_index().items()},
+            "problems": self.info.get("problems", []),
+            "dropped": self.info.get("dropped", {}),
+            "stores": stores,
+        }
 
     def select(
         self,

@@ -17,6 +17,7 @@ import click
 
 
 from cli.options import device_option, library_errors, n_jobs_option, precision_option, quiet_option
+from estimators.protocols import list_protocols
 from estimators.registry import model_names
 
 NORMALIZE = ("speaker", "global", "none")  # click's choices; estimators.experiment checks the same
@@ -80,7 +81,7 @@ def _write_error(out: Path, e: OSError) -> str:
 @click.option("--loss", type=click.Choice(["ccc", "mse"]), default="ccc", show_default=True, help="Regression loss.")
 @click.option("--normalize", type=click.Choice(NORMALIZE), default="speaker", show_default=True, help="Per speaker (Pepino et al.), global (training-fold statistics) or none.")
 @click.option("--label-map", default=None, help="Label map name, e.g. ravdess7 (calm merged into neutral).")
-@click.option("--cv", "cv_spec", default="groupkfold:5", show_default=True, help="groupkfold:K or logo (by speaker), a protocol: ravdess-pepino, ravdess-6fold, iemocap-loso, emodb-loso, or cross-corpus:TRAIN->TEST (--cache: a root holding both).")
+@click.option("--cv", "cv_spec", default="groupkfold:5", show_default=True, help="groupkfold:K or logo (by speaker), a protocol: " + ", ".join(list_protocols()) + ", or cross-corpus:TRAIN->TEST (--cache: a root holding both).")
 @click.option("--grid", default=None, help='Grid search per fold (inner GroupKFold by speaker), e.g. "hidden=64,128;lr=1e-3,3e-4".')
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat with random_state 0..N-1.")
 @click.option("--hidden", default="128", show_default=True, help="Hidden sizes: H (two layers of H) or AxB (not for cnn).")

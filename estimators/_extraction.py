@@ -8,7 +8,6 @@ the caller says (``ssl_model``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +18,7 @@ import pandas as pd
 from featcache.audio import load_audio
 from featcache.errors import AudioError, ModelSourceError
 from featcache.packed import Packed, Stream
-from featcache.process import run_extractors
+from featcache.process import MAX_WINDOWS_PER_FILE, MIN_HOP_SECONDS, MIN_SEGMENT_SECONDS, check_windowing, run_extractors, windows
 
 from ._preprocessing import PREPROCESSING_FILE
 from .errors import ModelFileError, ParameterError
@@ -38,9 +37,6 @@ __all__ = [
     "to_packed",
 ]
 
-MIN_HOP_SECONDS = 0.01
-MIN_SEGMENT_SECONDS = 0.01
-MAX_WINDOWS_PER_FILE = 10_000
 PREDICT_CHUNK = 32  # utterances (files or windows) extracted and predicted at a time
 
 
@@ -119,57 +115,6 @@ def build_extractors(features: dict, *, device: str = "auto", ssl_model: str | N
 
 
 # --------------------------------------------------------------------------- audio -> Packed
-
-
-def windows(n_samples: int, sampling_rate: int, segment: float, hop: float) -> list[tuple[int, int]]:
-    """Sample ranges ``[start, end)`` of windows of ``segment`` seconds every ``hop`` seconds.
-
-    Windows start at 0, ``hop``, ``2 hop``... while they fit in the signal; when the last
-    one does not reach the end, one more window ending at the end is added (so every sample
-    is covered). A signal no longer than ``segment`` gives one window: the whole signal.
-
-    Raises
-    ------
-    ParameterError
-        ``segment`` below :data:`MIN_SEGMENT_SECONDS`, ``hop`` below :data:`MIN_HOP_SECONDS`,
-        or more than :data:`MAX_WINDOWS_PER_FILE` windows.
-    """
-    check_windowing(segment, hop)
-    seg = int(round(segment * sampling_rate))
-    step = max(1, int(round(hop * sampling_rate)))
-    if n_samples <= seg:
-        return [(0, int(n_samples))]
-    count = (n_samples - seg) // step + 1
-    count += (count - 1) * step + seg < n_samples  # the window ending at the end
-    if count > MAX_WINDOWS_PER_FILE:
-        seconds = n_samples / sampling_rate
-        raise ParameterError(
-            "hop (--hop)",
-            f"large enough for at most {MAX_WINDOWS_PER_FILE} windows per file (this {seconds:.1f} s file "
-            f"needs hop >= {(seconds - segment) / (MAX_WINDOWS_PER_FILE - 1):.3g} s; or split the file)",
-            hop,
-        )
-    out = [(a, a + seg) for a in range(0, n_samples - seg + 1, step)]
-    if out[-1][1] < n_samples:
-        out.append((n_samples - seg, n_samples))
-    return out
-
-
-def _is_seconds(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_windowing(segment: Any, hop: Any) -> None:
-    """Refuse a window length or hop (seconds) below the allowed minimum.
-
-    Raises
-    ------
-    ParameterError
-    """
-    if not (_is_seconds(segment) and segment >= MIN_SEGMENT_SECONDS):
-        raise ParameterError("segment (--segment)", f"a number of seconds >= {MIN_SEGMENT_SECONDS}", segment)
-    if not (_is_seconds(hop) and hop >= MIN_HOP_SECONDS):
-        raise ParameterError("hop (--hop)", f"a number of seconds >= {MIN_HOP_SECONDS}", hop)
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """One processing path from signals to features, for corpora, files, signals and windows.
 
+:func:`windows` cuts a long signal into the windows that ``estimators predict --segment``
+classifies one by one; :func:`run_extractors` then treats each window as a signal.
+
 As audinterface's ``Process``: whatever the signals come from (a corpus being extracted, the
 files given to ``estimators predict``, the windows of a long recording), they reach the
 extractors through :func:`run_extractors`, which resamples each signal to each extractor's
@@ -9,16 +12,31 @@ an extractor batches (self-supervised models). Nothing else resamples or checks 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from featcache.audio import resample
-from featcache.errors import AudioError
+from featcache.errors import AudioError, ParameterError
 from featcache.extractors.base import Extractor
 
-__all__ = ["Outcome", "is_model", "prepare_signal", "run_extractors"]
+__all__ = [
+    "MAX_WINDOWS_PER_FILE",
+    "MIN_HOP_SECONDS",
+    "MIN_SEGMENT_SECONDS",
+    "Outcome",
+    "check_windowing",
+    "is_model",
+    "prepare_signal",
+    "run_extractors",
+    "windows",
+]
+
+MIN_HOP_SECONDS = 0.01
+MIN_SEGMENT_SECONDS = 0.01
+MAX_WINDOWS_PER_FILE = 10_000  # a 10 ms hop over 100 s; a file needing more is refused, not streamed blindly
 
 
 @dataclass
@@ -112,3 +130,54 @@ def run_extractors(
             except AudioError as e:
                 out[i].errors[key] = e.reason
     return out
+
+
+def windows(n_samples: int, sampling_rate: int, segment: float, hop: float) -> list[tuple[int, int]]:
+    """Sample ranges ``[start, end)`` of windows of ``segment`` seconds every ``hop`` seconds.
+
+    Windows start at 0, ``hop``, ``2 hop``... while they fit in the signal; when the last
+    one does not reach the end, one more window ending at the end is added (so every sample
+    is covered). A signal no longer than ``segment`` gives one window: the whole signal.
+
+    Raises
+    ------
+    ParameterError
+        ``segment`` below :data:`MIN_SEGMENT_SECONDS`, ``hop`` below :data:`MIN_HOP_SECONDS`,
+        or more than :data:`MAX_WINDOWS_PER_FILE` windows.
+    """
+    check_windowing(segment, hop)
+    seg = int(round(segment * sampling_rate))
+    step = max(1, int(round(hop * sampling_rate)))
+    if n_samples <= seg:
+        return [(0, int(n_samples))]
+    count = (n_samples - seg) // step + 1
+    count += (count - 1) * step + seg < n_samples  # the window ending at the end
+    if count > MAX_WINDOWS_PER_FILE:
+        seconds = n_samples / sampling_rate
+        raise ParameterError(
+            "hop (--hop)",
+            f"large enough for at most {MAX_WINDOWS_PER_FILE} windows per file (this {seconds:.1f} s file "
+            f"needs hop >= {(seconds - segment) / (MAX_WINDOWS_PER_FILE - 1):.3g} s; or split the file)",
+            hop,
+        )
+    out = [(a, a + seg) for a in range(0, n_samples - seg + 1, step)]
+    if out[-1][1] < n_samples:
+        out.append((n_samples - seg, n_samples))
+    return out
+
+
+def _is_seconds(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_windowing(segment: Any, hop: Any) -> None:
+    """Refuse a window length or hop (seconds) below the allowed minimum.
+
+    Raises
+    ------
+    ParameterError
+    """
+    if not (_is_seconds(segment) and segment >= MIN_SEGMENT_SECONDS):
+        raise ParameterError("segment (--segment)", f"a number of seconds >= {MIN_SEGMENT_SECONDS}", segment)
+    if not (_is_seconds(hop) and hop >= MIN_HOP_SECONDS):
+        raise ParameterError("hop (--hop)", f"a number of seconds >= {MIN_HOP_SECONDS}", hop)

@@ -1,4 +1,4 @@
-"""The ``featcache`` command: extract, inspect, verify and download.
+"""The ``featcache`` command: extract, inspect, audit, verify and download.
 
 Thin click commands over the library; every :class:`featcache.errors.FeatcacheError` becomes
 one clear message and exit status 1 (click's usage errors exit with 2).
@@ -183,6 +183,28 @@ def verify(path, quick):
     if bad:
         click.echo(f"{bad} problem(s); `featcache extract ... --repair` re-extracts the affected utterances", err=True)
         sys.exit(1)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write audit.json and the PNG plots into this folder.")
+@click.option("--no-audio", is_flag=True, help="Do not decode the source files (no clipping and silence figures).")
+@library_errors
+def audit(paths, as_json, out, no_audio):
+    """Audit corpus caches before training: labels x speakers, durations, sources, levels,
+    refused files, sentences, speaker-label confounding and exact / near-duplicate recordings
+    (across all the PATHS together, so several caches also show duplicates between corpora)."""
+    from featcache.audit import audit as run_audit, audit_lines, write_audit
+
+    summary = run_audit(paths, read_audio=not no_audio)
+    written = write_audit(summary, out) if out is not None else []
+    if as_json:
+        click.echo(json.dumps(summary, indent=1, default=str))
+    else:
+        click.echo("\n".join(audit_lines(summary)))
+    for f in written:
+        click.echo(f"wrote {f}", err=True)
 
 
 @main.command("list-models")

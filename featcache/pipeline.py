@@ -22,6 +22,7 @@ from featcache.audio import load_audio
 from featcache.corpora import Corpus, get_corpus
 from featcache.errors import AudioError, FeatcacheError, ParameterError, StoreError
 from featcache.extractors.base import Extractor
+from featcache.fingerprint import FINGERPRINT_METHOD, fingerprint, pcm_sha256
 from featcache.lock import CacheLock
 from featcache.process import is_model, run_extractors
 from featcache.stats import write_speaker_stats
@@ -30,7 +31,7 @@ from featcache.store import FORMAT_VERSION, StoreReader, StoreWriter, check_vers
 
 __all__ = ["ExtractionSummary", "extract", "build_extractors", "FEATURE_NAMES"]
 
-FEATURE_NAMES = ("wav2vec2", "mfcc", "logmel", "spectrogram", "egemaps")
+FEATURE_NAMES = ("wav2vec2", "mfcc", "logmel", "spectrogram", "egemaps", "egemaps_functionals", "compare_functionals")
 
 
 @dataclass
@@ -81,6 +82,7 @@ def build_extractors(
     model : str
         Short name, HuggingFace id or local directory of the self-supervised model.
     """
+    from featcache.extractors.functionals import FUNCTIONALS
     from featcache.extractors.handcrafted import get_handcrafted
 
     out: list[Extractor] = []
@@ -92,6 +94,8 @@ def build_extractors(
             from featcache.extractors.ssl import SSLExtractor
 
             out.append(SSLExtractor(model or "wav2vec_small", precision=precision, device=device))
+        elif name in FUNCTIONALS:  # one vector per utterance
+            out.append(FUNCTIONALS[name]())
         elif name in FEATURE_NAMES:
             out.append(get_handcrafted(name))
         else:
@@ -134,6 +138,8 @@ class _Prepared:
     results: dict[str, np.ndarray] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    pcm_sha256: str | None = None  # content fingerprints (featcache.fingerprint)
+    fingerprint: np.ndarray | None = None
 
 
 def _prepare(uid: str, path: Path, rate: int, max_seconds: float | None, cheap: list[Extractor], needs: set[str]) -> _Prepared:
@@ -147,6 +153,9 @@ def _prepare(uid: str, path: Path, rate: int, max_seconds: float | None, cheap: 
     out.signal = audio.signal
     out.original_seconds = audio.original_seconds
     out.used_seconds = audio.used_seconds
+    # of the signal every extractor sees (decoded, cropped, at the extraction rate)
+    out.pcm_sha256 = pcm_sha256(audio.signal)
+    out.fingerprint = fingerprint(audio.signal, rate)
     done = run_extractors([audio.signal], rate, cheap, [needs])[0]
     out.results, out.errors = done.results, done.errors
     return out
@@ -250,7 +259,7 @@ def _open_writers(cache: Path, extractors, names, summary: ExtractionSummary, **
             raise ParameterError("features", "distinct stores", folder)
         w = writers[ex.store_name] = StoreWriter(
             cache / folder, ex.describe(), {"max_seconds": kw["max_seconds"]}, shard_size=kw["shard_size"],
-            overwrite=kw["overwrite"], repair=kw["repair"],
+            overwrite=kw["overwrite"], repair=kw["repair"], fingerprint_method=FINGERPRINT_METHOD,
         )
         summary.redone += len(w.dropped)
         if w.rebuilt:
@@ -334,7 +343,7 @@ class _Runner:
                     writers[k].add_failure(p.uid, reason)
                     summary.failed.setdefault(p.uid, f"{k}: {reason}")
                     continue
-                writers[k].add(p.uid, x, p.original_seconds, p.used_seconds)
+                writers[k].add(p.uid, x, p.original_seconds, p.used_seconds, pcm_sha256=p.pcm_sha256, fingerprint=p.fingerprint)
             summary.done += 1
             summary.audio_seconds += p.used_seconds
         self.bar.update(1)

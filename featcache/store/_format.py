@@ -41,7 +41,7 @@ STORE_FORMAT = "featcache.store"
 SHARD_FORMAT = "featcache.shard"
 MANIFEST_FORMAT = "featcache.manifest"
 SPEAKERS_FORMAT = "featcache.speakers"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: shards hold content fingerprints; 1.0 files are still read
 _MAJOR = 1
 SHARD_NAME = re.compile(r"shard-(\d{5})\.h5")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -61,7 +61,7 @@ def check_version(what: str, path: Path, fmt: Any, version: Any, expected_fmt: s
     if major != _MAJOR:
         raise StoreMismatchError(
             f"{path}: {what} format version {version!r} cannot be read by this featcache "
-            f"(reads {FORMAT_VERSION}); upgrade featcache or re-extract"
+            f"(reads {_MAJOR}.0 to {FORMAT_VERSION}); upgrade featcache or re-extract"
         )
 
 

@@ -4,7 +4,9 @@ Layout (see the README, "On-disk format"): attributes (format, version, dtype, s
 extractor, n_layers, dim, frame_rate, shard_index); ``ids``; ``offsets`` (n+1, int64);
 ``original_seconds`` and ``used_seconds``; ``layers/LL`` (frames x dim, contiguous and
 uncompressed, so it can be memory-mapped); ``stats/sum`` and ``stats/sumsq`` (float64,
-utterances x layers x dim).
+utterances x layers x dim). Since format 1.1 also the content fingerprints of
+:mod:`featcache.fingerprint`: ``content/pcm_sha256`` (n,) and ``content/fingerprint``
+(n x K float32), with the attribute ``fingerprint_method``; 1.0 shards have none.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import numpy as np
 
 from featcache.errors import StoreError
 from featcache.store import faults
-from featcache.store._format import FORMAT_VERSION, SHARD_FORMAT, check_version, now
+from featcache.store._format import FORMAT_VERSION, MAX_DIM, SHARD_FORMAT, check_version, now
 
-__all__ = ["Shard", "write_shard"]
+__all__ = ["Shard", "pack_content", "write_shard"]
 
 
 def write_shard(
@@ -32,6 +34,7 @@ def write_shard(
     used_seconds: Iterable[float],
     dtype: np.dtype,
     attrs: dict,
+    content: tuple[list[str], np.ndarray, str] | None = None,
 ) -> int:
     """Write one shard file (see the README for the layout); returns its number of frames.
 
@@ -39,6 +42,9 @@ def write_shard(
     ----------
     arrays : list of ndarray of shape (n_layers, n_frames_i, dim)
         Features of each utterance, in the order of ``ids``.
+    content : (pcm_sha256, fingerprints, method), optional
+        Content fingerprints of the utterances: list of n hex strings (``""`` where
+        unknown), ndarray of shape (n, K) (NaN rows where unknown) and the method name.
     """
     lengths = np.array([a.shape[1] for a in arrays], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -70,10 +76,34 @@ def write_shard(
             sumsq[:, layer] = np.add.reduceat(d64 * d64, offsets[:-1], axis=0)
         s.create_dataset("sum", data=sums)
         s.create_dataset("sumsq", data=sumsq)
+        if content is not None:
+            _write_content(f, len(ids), *content)
         f.flush()
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())
     return int(offsets[-1])
+
+
+def pack_content(sha: list[str], vectors: list, method: str | None) -> tuple[list[str], np.ndarray, str] | None:
+    """The ``content`` argument of :func:`write_shard` from per-utterance values (None entries: unknown).
+
+    None when there is no method or no fingerprint at all (the shard then has none).
+    """
+    given = [v for v in vectors if v is not None]
+    if method is None or not given:
+        return None
+    rows = [np.full(len(given[0]), np.nan, np.float32) if v is None else v for v in vectors]
+    return [h or "" for h in sha], np.stack(rows).astype(np.float32), method
+
+
+def _write_content(f: h5py.File, n: int, sha: list[str], vectors: np.ndarray, method: str) -> None:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if len(sha) != n or vectors.ndim != 2 or len(vectors) != n:
+        raise StoreError(f"content fingerprints of {len(sha)} / {len(vectors)} utterances for a shard of {n}")
+    g = f.create_group("content")
+    g.attrs["fingerprint_method"] = str(method)
+    g.create_dataset("pcm_sha256", data=np.array(sha, dtype=object), dtype=h5py.string_dtype("ascii"))
+    g.create_dataset("fingerprint", data=vectors)
 
 
 class Shard:
@@ -132,6 +162,28 @@ class Shard:
         """Per-utterance float64 ``(sum, sumsq)``, each of shape (n_utterances, n_layers, dim)."""
         with h5py.File(self.path, "r") as f:
             return f["stats/sum"][()], f["stats/sumsq"][()]
+
+    def fingerprints(self) -> tuple[list[str], np.ndarray, str] | None:
+        """``(pcm_sha256 (n,), fingerprints (n, K) float32, method)``; None for a 1.0 shard.
+
+        Raises
+        ------
+        StoreError
+            The datasets are there but do not have one row per utterance.
+        """
+        try:
+            with h5py.File(self.path, "r") as f:
+                if "content" not in f:
+                    return None
+                g = f["content"]
+                sha = [x.decode() if isinstance(x, bytes) else str(x) for x in g["pcm_sha256"][()]]
+                vec = np.asarray(g["fingerprint"][()], dtype=np.float32)
+                method = _attr(g, "fingerprint_method")
+        except (OSError, KeyError, ValueError) as e:
+            raise StoreError(f"{self.path}: unreadable content fingerprints ({e})") from e
+        if len(sha) != len(self.ids) or vec.ndim != 2 or len(vec) != len(self.ids) or not 0 < vec.shape[1] <= MAX_DIM:
+            raise StoreError(f"{self.path}: content fingerprints do not have one row per utterance")
+        return sha, vec, str(method)
 
     def check_data(self) -> list[str]:
         """Re-compute per-utterance sums from the frames and compare with the stored ones."""

@@ -22,7 +22,7 @@ from featcache.errors import StoreError, StoreMismatchError
 from featcache.fileio import atomic_write_json, fsync_dir, sha256_file
 from featcache.store import faults
 from featcache.store._repair import rebuild_entries
-from featcache.store._shard import write_shard
+from featcache.store._shard import pack_content, write_shard
 from featcache.store._verify import unnamed_shards, verify_store
 from featcache.store._format import (
     FORMAT_VERSION,
@@ -46,6 +46,8 @@ class _Pending:
     arrays: list[np.ndarray] = field(default_factory=list)  # (L, frames, D) each
     original_seconds: list[float] = field(default_factory=list)
     used_seconds: list[float] = field(default_factory=list)
+    pcm_sha256: list[str] = field(default_factory=list)  # "" where not given
+    fingerprints: list[np.ndarray | None] = field(default_factory=list)
     nbytes: int = 0
 
 
@@ -67,6 +69,9 @@ class StoreWriter:
         Most bytes of frame data per shard (whichever limit comes first).
     overwrite : bool
         Delete an existing store made with other parameters instead of refusing.
+    fingerprint_method : str, optional
+        Name of the method of the content fingerprints given to :meth:`add` (stored with
+        them, :mod:`featcache.fingerprint`); without it none are stored.
 
     Notes
     -----
@@ -85,8 +90,10 @@ class StoreWriter:
         shard_bytes: int = 1 << 30,
         overwrite: bool = False,
         repair: bool = False,
+        fingerprint_method: str | None = None,
     ) -> None:
         self.path = Path(path)
+        self.fingerprint_method = fingerprint_method
         self.description = description
         self.pipeline = pipeline
         self.shard_size = int(shard_size)
@@ -247,7 +254,10 @@ class StoreWriter:
         return max(used) + 1 if used else 0
 
     # -- appending
-    def add(self, uid: str, features: np.ndarray, original_seconds: float, used_seconds: float) -> None:
+    def add(
+        self, uid: str, features: np.ndarray, original_seconds: float, used_seconds: float, *,
+        pcm_sha256: str | None = None, fingerprint: np.ndarray | None = None,
+    ) -> None:
         """Queue one utterance; commits a shard when the limits are reached.
 
         Parameters
@@ -256,6 +266,8 @@ class StoreWriter:
             Utterance id.
         features : ndarray of shape (n_frames, dim) or (n_layers, n_frames, dim)
             The extractor's output.
+        pcm_sha256, fingerprint : str and ndarray of shape (K,), optional
+            Content fingerprints (:mod:`featcache.fingerprint`); the same K for all.
         """
         x = np.asarray(features)
         if x.ndim == 2:
@@ -265,9 +277,14 @@ class StoreWriter:
                 f"{uid}: features of shape {features.shape} do not fit store {self.path.name}"
                 f" (expected (n_frames>=1, {self.dim}) per layer, {self.n_layers} layers)"
             )
+        fp = None if fingerprint is None else np.asarray(fingerprint, dtype=np.float32).ravel()
         p = self._pending
+        if fp is not None and any(v is not None and len(v) != len(fp) for v in p.fingerprints):
+            raise StoreError(f"{uid}: a fingerprint of {len(fp)} values; the others of the shard differ in length")
         p.ids.append(uid)
         p.arrays.append(x)
+        p.pcm_sha256.append(pcm_sha256 or "")
+        p.fingerprints.append(fp)
         p.original_seconds.append(float(original_seconds))
         p.used_seconds.append(float(used_seconds))
         p.nbytes += x.shape[0] * x.shape[1] * x.shape[2] * self.dtype.itemsize
@@ -312,6 +329,7 @@ class StoreWriter:
                 original_seconds=p.original_seconds,
                 used_seconds=p.used_seconds,
                 dtype=self.dtype,
+                content=pack_content(p.pcm_sha256, p.fingerprints, self.fingerprint_method),
                 attrs={
                     "store": self.path.name,
                     "extractor": json.dumps(self.description, sort_keys=True),

@@ -6,10 +6,11 @@ read (and converted to float32) by :func:`estimators._ops.mix_frames` inside the
 
 Frame alignment rules (computed once per plan):
 
-* stream ``k`` may have an integer multiple ``r_k`` of the frame rate of stream 0 (eGeMAPS
-  LLDs at 100 frames/s next to wav2vec2 at 50 frames/s: ``r = 2``); its frames are then
-  averaged in consecutive groups of ``r`` (a last incomplete group is averaged over the
-  frames it has);
+* every stream is brought to the frame rate of the coarsest stream: stream ``k`` may have an
+  integer multiple ``r_k`` of that rate (eGeMAPS LLDs at 100 frames/s next to wav2vec2 at
+  50 frames/s: ``r = 2``, in either order); its frames are then averaged in consecutive
+  groups of ``r`` (a last incomplete group is averaged over the frames it has). Two
+  upstreams at the same rate (wav2vec2 and HuBERT, 50 frames/s) have ``r = 1``;
 * every stream of an utterance is trimmed to the shortest (after that averaging);
 * ``max_frames`` keeps the first ``max_frames`` frames.
 
@@ -49,7 +50,7 @@ def as_tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def stream_ratios(packed: Packed) -> list[int]:
-    """How many frames of each stream make one frame of stream 0.
+    """How many frames of each stream make one frame of the coarsest stream.
 
     Parameters
     ----------
@@ -58,21 +59,27 @@ def stream_ratios(packed: Packed) -> list[int]:
     Returns
     -------
     list of int
-        1 for stream 0, for streams with the same or an unknown frame rate, else
-        ``frame_rate_k / frame_rate_0``, which must be an integer.
+        1 for the coarsest stream (the lowest known ``frame_rate``), for streams at its rate
+        and for streams of unknown rate, else ``frame_rate_k / coarsest``, which must be an
+        integer. With stream 0 the coarsest (``all_layers+egemaps``) these are the ratios
+        to stream 0.
     """
-    base = packed.streams[0].frame_rate
-    out = [1]
-    for k, s in enumerate(packed.streams[1:], start=1):
-        if base is None or s.frame_rate is None or float(s.frame_rate) == float(base):
+    rates = [None if s.frame_rate is None else float(s.frame_rate) for s in packed.streams]
+    known = [(r, k) for k, r in enumerate(rates) if r is not None]
+    if not known:
+        return [1] * len(rates)
+    base, b = min(known)
+    out = []
+    for k, (s, rate) in enumerate(zip(packed.streams, rates)):
+        if rate is None or rate == base:
             out.append(1)
             continue
-        r = float(s.frame_rate) / float(base)
-        if r < 1 or abs(r - round(r)) > 1e-6:
+        r = rate / base
+        if abs(r - round(r)) > 1e-6:
             raise InputError(
-                f"stream {k} ({s.name!r}) has frame rate {s.frame_rate}, stream 0 "
-                f"({packed.streams[0].name!r}) has {base}: the rate of every stream must be an "
-                "integer multiple of the rate of stream 0"
+                f"stream {k} ({s.name!r}) has frame rate {s.frame_rate}, the coarsest stream {b} "
+                f"({packed.streams[b].name!r}) has {base:g}: the rate of every stream must be an "
+                "integer multiple of the coarsest rate"
             )
         out.append(int(round(r)))
     return out
@@ -148,7 +155,7 @@ class BatchPlan:
     packed : Packed
         The utterances (shared, never copied).
     ratios : list of int
-        Per-stream frame-rate ratios to stream 0 (see :func:`stream_ratios`).
+        Per-stream frame-rate ratios to the coarsest stream (see :func:`stream_ratios`).
     max_frames : int or None
         Keep at most the first ``max_frames`` output frames of every utterance.
     device : torch.device

@@ -10,6 +10,10 @@ fitted estimator) and rebuilt with :func:`build_module`; this is what persistenc
   per-frame dense trunk, optional LSTM, pooling over time, linear output. Dense, LSTM and
   Fusion models are configurations of it.
 * :class:`CNNNet` -- Dholariya et al.: 2-D CNN over a (max_frames x dim) map.
+* ``kind="ecapa"`` -- :class:`estimators._ecapa.ECAPANet` (ECAPA-TDNN);
+  ``kind="late"`` -- :class:`estimators._fusion.LateFusionNet` (one head per stream).
+
+Every module has ``mixers``: the :class:`LayerMix` of every input stream, in stream order.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from torch import nn
 
 from ._batch import Batch, StreamSlice
 from ._ops import mix_frames, segment_pool
+from ._pooling import AttentivePool
 from .errors import EstimatorsError, InputError
 
-__all__ = ["LayerMix", "FrameNet", "CNNNet", "build_module"]
+__all__ = ["LayerMix", "FastDropout", "FrameNet", "CNNNet", "build_module", "check_outputs", "module_device", "pad_frames"]
 
 
 class LayerMix(nn.Module):
@@ -110,7 +115,7 @@ def _mlp(in_dim: int, sizes: tuple[int, ...] | list[int], dropout: float) -> tup
     return nn.Sequential(*layers), in_dim
 
 
-def _check_outputs(out: torch.Tensor, batch: Batch) -> torch.Tensor:
+def check_outputs(out: torch.Tensor, batch: Batch) -> torch.Tensor:
     """Raise when outputs are not finite: InputError if the batch's frames hold NaN/inf.
 
     Checking the (batch_size, n_outputs) outputs is free; NaN/inf frames always reach them
@@ -134,12 +139,21 @@ def _check_outputs(out: torch.Tensor, batch: Batch) -> torch.Tensor:
     )
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where the parameters (else the buffers) of ``module`` are; CPU when it has none."""
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
 def _positions(batch: Batch) -> torch.Tensor:
     """Position of every packed frame inside its utterance, shape (total_frames,)."""
     return torch.arange(len(batch.seg_ids), device=batch.seg_ids.device) - batch.offsets[batch.seg_ids]
 
 
-def _pad(x: torch.Tensor, batch: Batch, n_steps: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_frames(x: torch.Tensor, batch: Batch, n_steps: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed frames (F, H) -> zero-padded (B, n_steps, H), and the flat positions used.
 
     ``left=True`` puts the padding before the frames (each utterance ends at step
@@ -169,8 +183,12 @@ class FrameNet(nn.Module):
         Hidden size of an LSTM after the trunk (per direction).
     bidirectional : bool
     dropout : float
-    pooling : {"mean", "max", "first", "last"}
-    n_outputs : int
+    pooling : {"mean", "max", "first", "last", "attentive"}
+        ``"attentive"``: attentive statistics pooling (:class:`estimators._pooling.AttentivePool`
+        with ``attention_size`` = the frame width), which doubles the pooled width.
+    n_outputs : int or None
+        None: no output layer; :meth:`forward` returns the pooled utterance embeddings of
+        width ``out_width`` (a head of late fusion).
     """
 
     def __init__(
@@ -183,7 +201,7 @@ class FrameNet(nn.Module):
         bidirectional: bool,
         dropout: float,
         pooling: str,
-        n_outputs: int,
+        n_outputs: int | None,
     ) -> None:
         super().__init__()
         self.pooling = pooling
@@ -200,7 +218,12 @@ class FrameNet(nn.Module):
             self.lstm = nn.LSTM(width, int(lstm_size), batch_first=True, bidirectional=bool(bidirectional))
             self.lstm_dropout = FastDropout(dropout)
             width = int(lstm_size) * (2 if bidirectional else 1)
-        self.output = nn.Linear(width, int(n_outputs))
+        self.attention: AttentivePool | None = None
+        if pooling == "attentive":
+            self.attention = AttentivePool(width, width)
+            width *= 2
+        self.out_width = width
+        self.output = None if n_outputs is None else nn.Linear(width, int(n_outputs))
 
     def _run_lstm(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:
         """LSTM outputs at every real frame, (F, H) -> (F, lstm_size * directions).
@@ -213,20 +236,20 @@ class FrameNet(nn.Module):
         """
         lstm = self.lstm
         n_steps = int(batch.lengths.max())
-        padded, pos = _pad(h, batch, n_steps)
+        padded, pos = pad_frames(h, batch, n_steps)
         out, _ = lstm(padded)
         out = out.reshape(len(batch) * n_steps, -1)[pos]
         if not lstm.bidirectional:
             return out
         size = lstm.hidden_size
-        padded, pos_left = _pad(h, batch, n_steps, left=True)
+        padded, pos_left = pad_frames(h, batch, n_steps, left=True)
         back, _ = lstm(padded)
         back = back.reshape(len(batch) * n_steps, -1)[pos_left]
         return torch.cat([out[:, :size], back[:, size:]], dim=1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        """Outputs of shape (batch_size, n_outputs)."""
-        device = self.output.weight.device
+        """Outputs of shape (batch_size, n_outputs) (embeddings (batch_size, out_width) without output layer)."""
+        device = module_device(self)
         hs = []
         for mixer, branch, sl in zip(self.mixers, self.branches, batch.streams):
             hs.append(branch(mixer(sl, device)))
@@ -234,8 +257,13 @@ class FrameNet(nn.Module):
         h = self.trunk(h)
         if self.lstm is not None:
             h = self.lstm_dropout(self._run_lstm(h, batch))
-        pooled = segment_pool(h, batch.seg_ids, batch.offsets, batch.lengths, self.pooling)
-        return _check_outputs(self.output(pooled), batch)
+        if self.attention is not None:
+            pooled = self.attention(h, batch.seg_ids, len(batch))
+        else:
+            pooled = segment_pool(h, batch.seg_ids, batch.offsets, batch.lengths, self.pooling)
+        if self.output is None:
+            return pooled
+        return check_outputs(self.output(pooled), batch)
 
 
 class CNNNet(nn.Module):
@@ -306,8 +334,8 @@ class CNNNet(nn.Module):
         """Outputs of shape (batch_size, n_outputs)."""
         device = self.output.weight.device
         x = self.mixers[0](batch.streams[0], device)
-        padded, _ = _pad(x, batch, self.max_frames)
-        return _check_outputs(self.output(self.dense(self.blocks(padded.unsqueeze(1)))), batch)
+        padded, _ = pad_frames(x, batch, self.max_frames)
+        return check_outputs(self.output(self.dense(self.blocks(padded.unsqueeze(1)))), batch)
 
 
 def build_module(config: dict[str, Any]) -> nn.Module:
@@ -339,4 +367,24 @@ def build_module(config: dict[str, Any]) -> nn.Module:
             cfg["dropout"],
             cfg["n_outputs"],
         )
+    if kind == "ecapa":
+        from ._ecapa import ECAPANet  # imports this module
+
+        return ECAPANet(
+            streams,
+            cfg["weighting"],
+            cfg["channels"],
+            cfg["scale"],
+            cfg["embedding_size"],
+            cfg["bottleneck"],
+            cfg["dropout"],
+            cfg["n_outputs"],
+        )
+    if kind == "late":
+        from ._fusion import LateFusionNet
+
+        heads = cfg["heads"]
+        if len(heads) != len(streams) or any([tuple(int(v) for v in s) for s in h["streams"]] != [st] for h, st in zip(heads, streams)):
+            raise ValueError("a late-fusion module needs one head per stream, each on its stream")
+        return LateFusionNet([build_module(h) for h in heads], cfg["n_outputs"])
     raise ValueError(f"unknown module kind {kind!r}")

@@ -1,4 +1,4 @@
-"""Regressors for dimensional targets (arousal, valence, dominance...): Dense and LSTM heads.
+"""Regressors for dimensional targets (arousal, valence, dominance...): Dense, LSTM and ECAPA heads.
 
 Targets are standardised internally (per output) and predictions mapped back; the CCC is
 unchanged by that (it is invariant to one affine map applied to both sides), the MSE is
@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from sklearn.base import RegressorMixin
 from sklearn.utils import check_array
 
-from ._arch import FRAME_PARAMS_DOC, MAX_FRAMES_DOC, SHARED_PARAMS_DOC, DenseArch, LSTMArch
+from ._arch import ECAPA_PARAMS_DOC, FRAME_PARAMS_DOC, MAX_FRAMES_DOC, SHARED_PARAMS_DOC, DenseArch, ECAPAArch, LSTMArch
 from ._base import BaseSequenceEstimator
 from .errors import ParameterError, TargetError
 from .metrics import ccc_loss
 
-__all__ = ["DenseRegressor", "LSTMRegressor"]
+__all__ = ["DenseRegressor", "LSTMRegressor", "ECAPARegressor"]
 
 _LOSS_DOC = """\
     loss : {"ccc", "mse"}, default="ccc"
@@ -36,7 +36,7 @@ _ATTRIBUTES_DOC = """
     y_mean_, y_scale_ : ndarray of shape (n_outputs,)
         Standardisation of the targets.
     n_features_in_, n_layers_in_, input_shapes_, stream_ratios_, feature_info_,
-    layer_weights_, best_epoch_, n_epochs_, validation_index_, module_, module_config_
+    layer_weights_, stream_layer_weights_, best_epoch_, n_epochs_, validation_index_, module_, module_config_
         As for the classifiers.
     history_ : list of dict
         ``epoch``, ``train_loss``, ``valid_loss``, ``valid_score`` (CCC, mean over
@@ -114,6 +114,10 @@ class _RegressorBase(RegressorMixin, BaseSequenceEstimator):
         return tags
 
 
+#: public name of the shared base (targets, loss, outputs), reused by estimators.finetune
+RegressorBase = _RegressorBase
+
+
 class DenseRegressor(DenseArch, _RegressorBase):
     __doc__ = f"""Per-frame dense network with pooling over time, for (multi-output) regression.
 
@@ -146,6 +150,7 @@ class DenseRegressor(DenseArch, _RegressorBase):
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Callable] | None = None,
+        average_checkpoints: int | None = None,
     ) -> None:
         self.loss = loss
         self.layer_weighting = layer_weighting
@@ -163,6 +168,7 @@ class DenseRegressor(DenseArch, _RegressorBase):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.average_checkpoints = average_checkpoints
 
 
 class LSTMRegressor(LSTMArch, _RegressorBase):
@@ -199,6 +205,7 @@ class LSTMRegressor(LSTMArch, _RegressorBase):
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Callable] | None = None,
+        average_checkpoints: int | None = None,
     ) -> None:
         self.loss = loss
         self.layer_weighting = layer_weighting
@@ -217,3 +224,63 @@ class LSTMRegressor(LSTMArch, _RegressorBase):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.average_checkpoints = average_checkpoints
+
+
+class ECAPARegressor(ECAPAArch, _RegressorBase):
+    __doc__ = f"""ECAPA-TDNN over frame features, for (multi-output) regression.
+
+    Same network as :class:`estimators.ECAPAClassifier` with ``n_outputs`` linear outputs.
+
+    Parameters
+    ----------
+{_LOSS_DOC}
+{SHARED_PARAMS_DOC}
+{ECAPA_PARAMS_DOC}
+{MAX_FRAMES_DOC}
+{_ATTRIBUTES_DOC}"""
+
+    def __init__(
+        self,
+        *,
+        loss: str = "ccc",
+        layer_weighting: str | None = "sum",
+        channels: int = 64,
+        scale: int = 4,
+        embedding_size: int = 64,
+        bottleneck: int | None = None,
+        fusion: str = "early",
+        dropout: float = 0.2,
+        lr: float = 1e-3,
+        batch_size: int = 32,
+        max_epochs: int = 100,
+        patience: int = 4,
+        validation_fraction: float | None = 0.1,
+        max_frames: int | None = None,
+        device: str = "auto",
+        precision: str = "fp32",
+        random_state: Any = None,
+        verbose: int = 0,
+        callbacks: list[Callable] | None = None,
+        average_checkpoints: int | None = None,
+    ) -> None:
+        self.loss = loss
+        self.layer_weighting = layer_weighting
+        self.channels = channels
+        self.scale = scale
+        self.embedding_size = embedding_size
+        self.bottleneck = bottleneck
+        self.fusion = fusion
+        self.dropout = dropout
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.max_frames = max_frames
+        self.device = device
+        self.precision = precision
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+        self.average_checkpoints = average_checkpoints

@@ -29,7 +29,7 @@ from .errors import InputError, ParameterError
 
 __all__ = ["BaseSequenceEstimator"]
 
-_POOLINGS = ("mean", "max", "first", "last")
+_POOLINGS = ("mean", "max", "first", "last", "attentive")
 _WEIGHTINGS = ("sum", "softmax", None)
 _PRECISIONS = ("fp32", "bf16")
 
@@ -120,6 +120,9 @@ class BaseSequenceEstimator(TrainingLoop, BaseEstimator):
             not isinstance(cbs, (list, tuple)) or not all(isinstance(c, Callback) or callable(c) for c in cbs)
         ):
             raise ParameterError("callbacks", "None or a list of Callback objects or callables", cbs)
+        n_avg = p.get("average_checkpoints")
+        if n_avg is not None and not is_int(n_avg):
+            raise ParameterError("average_checkpoints", "None or a positive int (epochs averaged)", n_avg)
         self._resolve_device()
 
     def _resolve_device(self) -> torch.device:
@@ -151,8 +154,8 @@ class BaseSequenceEstimator(TrainingLoop, BaseEstimator):
         if self._max_streams is not None and n > self._max_streams:
             raise InputError(
                 f"{name} takes {self._max_streams} feature stream(s); X has {n} "
-                f"({', '.join(repr(s.name) for s in packed.streams)}); use FusionClassifier "
-                "for several streams or select one"
+                f"({', '.join(repr(s.name) for s in packed.streams)}); use FusionClassifier or "
+                "ECAPAClassifier for several streams or select one"
             )
         shapes = stream_shapes(packed)
         weighting = getattr(self, "layer_weighting", "sum")
@@ -335,10 +338,14 @@ class BaseSequenceEstimator(TrainingLoop, BaseEstimator):
                 )
 
     def _set_summary(self) -> None:
-        mixer = self.module_.mixers[0]
-        weights = mixer.normalized_weights()
-        if weights is not None:
-            self.layer_weights_ = weights.detach().float().cpu().numpy().astype(np.float64)
+        """``layer_weights_`` (stream 0) and ``stream_layer_weights_`` (every stream) from the module."""
+        per_stream = []
+        for mixer in self.module_.mixers:
+            weights = mixer.normalized_weights()
+            per_stream.append(None if weights is None else weights.detach().float().cpu().numpy().astype(np.float64))
+        self.stream_layer_weights_ = per_stream
+        if per_stream[0] is not None:
+            self.layer_weights_ = per_stream[0].copy()
         elif hasattr(self, "layer_weights_"):
             del self.layer_weights_
 

@@ -10,7 +10,9 @@ the callbacks. The estimator supplies ``_make_module``, ``_make_optimizer``,
 Callbacks are :class:`Callback` objects or plain callables ``f(estimator, record)``
 (called at the end of every epoch); returning True from either stops training. Early
 stopping is the :class:`EarlyStopping` callback, which the estimators add themselves when
-there is validation data.
+there is validation data; checkpoint averaging (Morais et al. 2022: the weights of the N
+best epochs averaged) is the :class:`CheckpointAveraging` callback, added for
+``average_checkpoints=N``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 
 from ._batch import Batch, BatchPlan
 
-__all__ = ["Callback", "EarlyStopping", "EpochLogger", "TrainingLoop"]
+__all__ = ["Callback", "CheckpointAveraging", "EarlyStopping", "EpochLogger", "TrainingLoop"]
 
 EpochRecord = dict[str, Any]
 
@@ -116,6 +118,80 @@ class EarlyStopping(Callback):
         self.best_state_ = None
 
 
+class CheckpointAveraging(Callback):
+    """Average the weights of the ``n`` best epochs (Morais et al. 2022, sec. 2.3).
+
+    After every epoch the module's state is kept (a copy on the CPU) when it is among the
+    ``n`` best so far by ``monitor``; at the end of training the module gets the
+    element-wise mean of the kept states. Parameters that do not train (``requires_grad``
+    False when training begins: a frozen feature encoder) are neither copied nor touched;
+    integer buffers (BatchNorm's ``num_batches_tracked``) take the best epoch's value.
+    Without validation data (``monitor`` is None in the records) the last ``n`` epochs
+    are averaged. Sets ``estimator.averaged_epochs_`` (1-based, ascending) and marks those
+    records of ``history_`` with ``"averaged": True``.
+
+    Parameters
+    ----------
+    n : int
+        Checkpoints averaged (fewer when training stops earlier).
+    monitor : str
+        Key of the epoch record (``"valid_score"``: accuracy or CCC).
+    lower_is_better : bool
+    """
+
+    def __init__(self, n: int = 5, monitor: str = "valid_score", lower_is_better: bool = False) -> None:
+        self.n = n
+        self.monitor = monitor
+        self.lower_is_better = lower_is_better
+
+    def on_train_begin(self, estimator: Any) -> None:
+        module = estimator.module_
+        frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+        self.keys_ = [k for k in module.state_dict() if k not in frozen]
+        self.kept_: list[tuple[tuple[float, int], dict[str, torch.Tensor]]] = []
+
+    def on_epoch_end(self, estimator: Any, record: EpochRecord) -> None:
+        value = record.get(self.monitor)
+        if value is None:
+            rank = (0.0, int(record["epoch"]))  # no validation: the latest epochs win
+        else:
+            value = float(value)
+            if not np.isfinite(value):
+                return None
+            rank = (-value if self.lower_is_better else value, int(record["epoch"]))
+        if len(self.kept_) >= int(self.n) and rank <= min(r for r, _ in self.kept_):
+            return None
+        state = estimator.module_.state_dict()
+        self.kept_.append((rank, {k: state[k].detach().to("cpu", copy=True) for k in self.keys_}))
+        if len(self.kept_) > int(self.n):
+            self.kept_.remove(min(self.kept_, key=lambda item: item[0]))
+        return None
+
+    def on_train_end(self, estimator: Any) -> None:
+        if not self.kept_:
+            return
+        states = [s for _, s in self.kept_]
+        best = max(self.kept_, key=lambda item: item[0])[1]
+        module = estimator.module_
+        current = module.state_dict()
+        averaged = {}
+        for k in self.keys_:
+            if best[k].is_floating_point():
+                mean = torch.stack([s[k].to(torch.float64) for s in states]).mean(0)
+                averaged[k] = mean.to(dtype=current[k].dtype, device=current[k].device)
+            else:
+                averaged[k] = best[k].to(current[k].device)
+        missing, unexpected = module.load_state_dict(averaged, strict=False)
+        if unexpected:  # pragma: no cover - the keys come from the module itself
+            raise RuntimeError(f"checkpoint averaging: unexpected keys {unexpected[:3]}")
+        epochs = sorted(rank[1] for rank, _ in self.kept_)
+        estimator.averaged_epochs_ = epochs
+        for record in getattr(estimator, "history_", []):
+            if int(record["epoch"]) in epochs:
+                record["averaged"] = True
+        self.kept_ = []
+
+
 class EpochLogger(Callback):
     """Print one line per epoch (used when ``verbose > 0``)."""
 
@@ -156,8 +232,13 @@ class TrainingLoop:
 
     def _make_callbacks(self, has_validation: bool) -> list[Callback]:
         cbs: list[Callback] = []
+        n_avg = getattr(self, "average_checkpoints", None)
+        averaging = n_avg is not None and int(n_avg) > 1
         if has_validation:
-            cbs.append(EarlyStopping(patience=int(self.patience)))
+            # averaging replaces the weights anyway: no copy of the best epoch is needed
+            cbs.append(EarlyStopping(patience=int(self.patience), restore_best=not averaging))
+        if averaging:
+            cbs.append(CheckpointAveraging(int(n_avg)))
         for cb in self.callbacks or ():
             cbs.append(cb if isinstance(cb, Callback) else _FunctionCallback(cb))
         if self.verbose:
@@ -225,6 +306,7 @@ class TrainingLoop:
         callbacks = self._make_callbacks(valid is not None)
         self.history_ = []
         self.best_epoch_ = None
+        self.__dict__.pop("averaged_epochs_", None)  # from an earlier fit
         for cb in callbacks:
             cb.on_train_begin(self)
         for epoch in range(1, int(self.max_epochs) + 1):

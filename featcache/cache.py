@@ -140,13 +140,17 @@ class FeatureCache:
         pooled: str | None = None,
         label_map: str | dict | None = None,
         label_column: str = "label",
+        **audio,
     ) -> "FeatureSet | np.ndarray":
         """Features of every utterance present in all the spec's stores.
 
         Parameters
         ----------
         spec : str
-            Feature spec, see :func:`parse_spec`.
+            Feature spec, see :func:`parse_spec`; ``"audio"``: the decoded waveforms of the
+            corpus table's files instead (an :class:`featcache.audioset.AudioSet`, for
+            fine-tuning), taking the keywords ``sampling_rate``, ``max_seconds`` and
+            ``data_dir`` of :func:`featcache.audioset.select_audio`.
         max_frames : int, optional
             Keep the first ``max_frames`` frames of each utterance.
         pooled : {"mean"}, optional
@@ -156,6 +160,14 @@ class FeatureCache:
         label_map : str or dict, optional
             A name from :data:`featcache.corpora.LABEL_MAPS` (e.g. ``"ravdess7"``) or a mapping.
         """
+        if spec == "audio":
+            if max_frames is not None or pooled is not None:
+                raise SpecError("select('audio') takes no max_frames or pooled (use max_seconds)")
+            from featcache.audioset import select_audio
+
+            return select_audio(self, label_map=label_map, label_column=label_column, **audio)
+        if audio:
+            raise SpecError(f"{', '.join(sorted(audio))}: only for select('audio'), not for a feature spec ({spec!r})")
         streams = parse_spec(spec, self.stores)
         for name in dict.fromkeys(s.store for s in streams):
             self._warn_incomplete(name)

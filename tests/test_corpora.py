@@ -105,7 +105,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_registry_lists_every_loader() -> None:
-    assert list_corpora() == ["cremad", "csv", "emodb", "iemocap", "ravdess", "savee", "tess"]
+    assert list_corpora() == ["cremad", "csv", "emodb", "emovo", "iemocap", "ravdess", "savee", "tess", "urdu"]
     for name in list_corpora():
         corpus = get_corpus(name)
         assert isinstance(corpus, Corpus)

@@ -17,15 +17,19 @@ __all__ = ["Extractor", "extractor_class", "from_description"]
 
 
 def extractor_class(name: str) -> type[Extractor]:
-    """The class of a recorded extractor name (``mfcc``, ``logmel``, ``spectrogram``, ``egemaps``, ``ssl``)."""
+    """The class of a recorded extractor name (``mfcc``, ``logmel``, ``spectrogram``, ``egemaps``,
+    ``egemaps_functionals``, ``compare_functionals``, ``ssl``)."""
+    from featcache.extractors.functionals import FUNCTIONALS
     from featcache.extractors.handcrafted import HANDCRAFTED
 
     if name == "ssl":
         from featcache.extractors.ssl import SSLExtractor
 
         return SSLExtractor
+    if name in FUNCTIONALS:
+        return FUNCTIONALS[name]
     if name not in HANDCRAFTED:
-        raise ParameterError("extractor name", f"one of ssl, {', '.join(HANDCRAFTED)}", name)
+        raise ParameterError("extractor name", f"one of ssl, {', '.join([*HANDCRAFTED, *FUNCTIONALS])}", name)
     return HANDCRAFTED[name]
 
 

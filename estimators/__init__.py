@@ -6,10 +6,15 @@ Ferrer (Interspeech 2021): a trainable weighted average of the layers, per-frame
 layers, pooling over time and a linear output.
 
 Estimators: :class:`DenseClassifier`, :class:`LSTMClassifier`, :class:`CNNClassifier`,
-:class:`FusionClassifier`, :class:`DenseRegressor`, :class:`LSTMRegressor`. They accept a
+:class:`FusionClassifier` (early / intermediate / late fusion of several streams),
+:class:`ECAPAClassifier` (ECAPA-TDNN, Desplanques et al. 2020), :class:`DenseRegressor`,
+:class:`LSTMRegressor`, :class:`ECAPARegressor`. They accept a
 FeatureSet (anything with ``to_packed()``), a :class:`featcache.packed.Packed`, a list of
 ragged ``(n_frames, [n_layers,] dim)`` arrays, or numeric arrays of shape (n, dim),
-(n, n_frames, dim) or (n, n_frames, n_layers, dim).
+(n, n_frames, dim) or (n, n_frames, n_layers, dim). :class:`FineTuneClassifier` /
+:class:`FineTuneRegressor` fine-tune the self-supervised upstream itself on audio
+(``cache.select("audio")``, waveforms or files; ``estimators finetune``), optionally averaging
+the best checkpoints (:class:`CheckpointAveraging`, also ``average_checkpoints`` of the heads).
 
 Experiments: :func:`run_experiment` (what ``estimators fit`` runs: cross-validation by
 speaker, scores, refit; returns an :class:`ExperimentResult` whose ``save`` writes the
@@ -36,8 +41,12 @@ _WHERE = {
     "LSTMClassifier": "classifiers",
     "CNNClassifier": "classifiers",
     "FusionClassifier": "classifiers",
+    "ECAPAClassifier": "classifiers",
     "DenseRegressor": "regressors",
     "LSTMRegressor": "regressors",
+    "ECAPARegressor": "regressors",
+    "SVCClassifier": "classic",
+    "LogRegClassifier": "classic",
     "SpeakerNormalizer": "normalize",
     "GlobalNormalizer": "normalize",
     "run_experiment": "experiment",
@@ -52,12 +61,16 @@ _WHERE = {
     "to_packed": "_data",
     "Callback": "_training",
     "EarlyStopping": "_training",
+    "CheckpointAveraging": "_training",
+    "FineTuneClassifier": "finetune",
+    "FineTuneRegressor": "finetune",
     "EpochLogger": "_training",
     "EstimatorsError": "errors",
     "InputError": "errors",
     "ModelFileError": "errors",
     "ParameterError": "errors",
     "TargetError": "errors",
+    "LeakageError": "errors",
 }
 
 __all__ = [
@@ -65,8 +78,12 @@ __all__ = [
     "LSTMClassifier",
     "CNNClassifier",
     "FusionClassifier",
+    "ECAPAClassifier",
     "DenseRegressor",
     "LSTMRegressor",
+    "ECAPARegressor",
+    "SVCClassifier",
+    "LogRegClassifier",
     "SpeakerNormalizer",
     "GlobalNormalizer",
     "run_experiment",
@@ -81,12 +98,16 @@ __all__ = [
     "to_packed",
     "Callback",
     "EarlyStopping",
+    "CheckpointAveraging",
+    "FineTuneClassifier",
+    "FineTuneRegressor",
     "EpochLogger",
     "EstimatorsError",
     "InputError",
     "ModelFileError",
     "ParameterError",
     "TargetError",
+    "LeakageError",
 ]
 
 

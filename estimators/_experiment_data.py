@@ -54,6 +54,7 @@ class ExperimentData:
     protocol: Any = None
     cross: Any = None  # CrossCorpusData
     fc_test: Any = None
+    leakage: dict | None = None  # what estimators.leakage checked (report.json "leakage")
 
 
 def _targets(target) -> list[str] | None:
@@ -80,8 +81,9 @@ def load_data(exp, say: Callable[..., None]) -> ExperimentData:
                                  ", ".join(o for o, v in (("--target", exp.target), ("--label-map", label_map), ("--grid", exp.grid)) if v))
         if given is not None:
             raise ParameterError("cache with --cv " + cv, "a cache root holding both corpus caches (not a FeatureSet)", repr(given))
-        fc, fc_test = resolve_caches(getattr(exp.cache, "path", exp.cache), cross)
-        cross_data = cross_corpus_sets(fc, fc_test, spec)
+        trains, fc_test = resolve_caches(getattr(exp.cache, "path", exp.cache), cross)
+        cross_data = cross_corpus_sets(trains, fc_test, spec)
+        fc = trains[0] if isinstance(trains, tuple) else trains  # cross-corpus:A+B->T: A's cache stands for the training side
     else:
         fc = given.cache if given is not None else find_cache(exp.cache)
     protocol = corpus_protocol(cv)  # split protocols (aliases, callables) go through make_cv
@@ -123,13 +125,14 @@ def make_splits(exp, data: ExperimentData, say: Callable[..., None]) -> list:
 
     X = data.X
     if data.cross is not None:
-        c, fc, fct = data.cross, data.fc, data.fc_test
+        c, fct = data.cross, data.fc_test
+        train = "+".join(c.train_corpora) or data.fc.corpus
         counts = lambda d: ", ".join(f"{k} {v}" for k, v in d.items()) or "none"  # noqa: E731
         say(
-            f"{exp.cv}: train {fc.corpus} ({len(X)} utterances), test {fct.corpus} ({len(c.X_test)} utterances) "
+            f"{exp.cv}: train {train} ({len(X)} utterances), test {fct.corpus} ({len(c.X_test)} utterances) "
             f"on the shared labels {', '.join(c.labels)}; left out: "
-            f"{fc.corpus} {counts(c.dropped_train)}, {fct.corpus} {counts(c.dropped_test)}; "
-            f"validation: the estimator's speaker-disjoint split of {fc.corpus}",
+            f"{train} {counts(c.dropped_train)}, {fct.corpus} {counts(c.dropped_test)}; "
+            f"validation: the estimator's speaker-disjoint split of {train}",
             always=True,
         )
         return [(np.arange(len(X)), np.arange(0))]

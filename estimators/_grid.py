@@ -26,6 +26,13 @@ GRID_NAMES: dict[str, str] = {
     "pooling": "pooling",
     "layer_weighting": "layer_weighting",
     "max_frames": "max_frames",
+    "fusion": "fusion",
+    "channels": "channels",
+    "scale": "scale",
+    "embedding_size": "embedding_size",
+    "bottleneck": "bottleneck",
+    "c": "C",  # the classic baselines (svc, logreg)
+    "gamma": "gamma",
 }
 
 
@@ -99,13 +106,13 @@ def parse_grid(text: str, prefix: str = "") -> dict[str, list]:
             parsed = [parse_hidden(v) for v in vals]
         else:
             parsed = [_scalar(v) for v in vals]
-        if key in ("lr", "dropout") and not all(isinstance(v, (int, float)) for v in parsed):
+        if key in ("lr", "dropout", "C") and not all(isinstance(v, (int, float)) for v in parsed):
             raise ParameterError(f"grid {name}", "numbers", values)
         if key == "batch_size" and not all(isinstance(v, int) and v > 0 for v in parsed):
             raise ParameterError(f"grid {name}", "positive integers", values)
         if key == "max_frames" and not all(v is None or (isinstance(v, int) and v > 0) for v in parsed):
             raise ParameterError(f"grid {name}", "positive integers or none", values)
-        if key in ("lr", "dropout"):
+        if key in ("lr", "dropout", "C"):
             parsed = [float(v) for v in parsed]
         grid[prefix + key] = parsed
     if not grid:

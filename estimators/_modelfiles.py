@@ -18,20 +18,22 @@ Every problem raises :class:`estimators.errors.ModelFileError`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import numbers
-import os
-import stat
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from featcache.fileio import read_json, resolve_inside
-
+from ._modelio import (  # re-exported: the checks of a model directory, in one import
+    CHECKSUM_KEY,
+    doc_checksum,
+    read_inside,
+    read_model_json,
+    short_repr,
+    verify_doc_checksum,
+    with_checksum,
+)
 from .errors import ModelFileError
 
 __all__ = [
@@ -49,7 +51,6 @@ __all__ = [
     "check_preprocessing",
 ]
 
-CHECKSUM_KEY = "checksum"
 MAX_WEIGHTS_BYTES = 2 << 30  # our heads are a few MB; 2 GiB leaves room for big CNN heads
 MAX_STATS_BYTES = 256 << 20
 MAX_STREAMS = 16
@@ -60,111 +61,11 @@ MAX_DEPTH = 32  # dense layers in a list of sizes
 MAX_OUTPUTS = 100_000
 MAX_RATIO = 10_000
 _ARRAY_DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"}
-_SHA = set("0123456789abcdef")
-
-
-# --------------------------------------------------------------------------- checksums
-
-
-def doc_checksum(doc: dict) -> str:
-    """``sha256:<hex>`` of the canonical JSON of ``doc`` without its ``checksum`` key."""
-    body = {k: v for k, v in doc.items() if k != CHECKSUM_KEY}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return "sha256:" + hashlib.sha256(text.encode("ascii")).hexdigest()
-
-
-def with_checksum(doc: dict) -> dict:
-    """``doc`` plus its ``checksum`` (see :func:`doc_checksum`)."""
-    return {**doc, CHECKSUM_KEY: doc_checksum(doc)}
-
-
-def read_model_json(path: Path, what: str) -> dict:
-    """Read one JSON file of a model directory within :func:`featcache.fileio.read_json`'s limits."""
-    return read_json(path, lambda m: ModelFileError(f"{what} cannot be read: {m}"))
-
-
-def verify_doc_checksum(doc: dict, path: Path) -> bool:
-    """Check the ``checksum`` of a parsed JSON document.
-
-    Returns False (with a warning) for a file written before checksums existed.
-
-    Raises
-    ------
-    ModelFileError
-        When the checksum is not a string or does not match.
-    """
-    if CHECKSUM_KEY not in doc:
-        warnings.warn(
-            f"{path}: no checksum (written by an older version): corruption of this file cannot be detected",
-            UserWarning,
-            stacklevel=3,
-        )
-        return False
-    if doc[CHECKSUM_KEY] != doc_checksum(doc):
-        raise ModelFileError(f"{path}: checksum mismatch (file corrupted or modified)")
-    return True
-
-
-def _sha256_hex(value: Any, what: str) -> str:
-    if not (isinstance(value, str) and len(value) == 64 and set(value) <= _SHA):
-        raise ModelFileError(f"{what} must be a SHA-256 (64 lowercase hex digits); got {_short(value)}")
-    return value
-
-
-def read_inside(directory: Path, name: Any, what: str, sha256: Any, max_bytes: int) -> tuple[Path, bytes]:
-    """Read a binary file named in a model file: inside ``directory``, regular, bounded, checked.
-
-    Parameters
-    ----------
-    directory : Path
-    name : Any
-        The name read from JSON.
-    what : str
-        Where the name comes from (for messages).
-    sha256 : str or None
-        Expected SHA-256 hex digest; None skips the check (files of older versions).
-    max_bytes : int
-
-    Returns
-    -------
-    path, data
-    """
-    path = resolve_inside(directory, name, what, ModelFileError)
-    if sha256 is not None:
-        sha256 = _sha256_hex(sha256, f"the SHA-256 of {what}")
-    try:
-        st = os.stat(path)
-    except FileNotFoundError as exc:
-        raise ModelFileError(f"{path}: missing") from exc
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    if not stat.S_ISREG(st.st_mode):
-        raise ModelFileError(f"{path}: not a regular file")
-    if st.st_size > max_bytes:
-        raise ModelFileError(f"{path}: {st.st_size} bytes, more than the {max_bytes} allowed here")
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(max_bytes + 1)
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    if len(data) > max_bytes:
-        raise ModelFileError(f"{path}: more than the {max_bytes} bytes allowed here")
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise ModelFileError(f"{path} cannot be read: checksum mismatch (file truncated or modified)")
-    return path, data
-
-
-# --------------------------------------------------------------------------- small checks
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _int(value: Any, what: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= int(value) <= high:
-        raise ModelFileError(f"{what} must be an integer in [{low}, {high}]; got {_short(value)}")
+        raise ModelFileError(f"{what} must be an integer in [{low}, {high}]; got {short_repr(value)}")
     return int(value)
 
 
@@ -174,19 +75,19 @@ def _real(value: Any, what: str, low: float, high: float, *, open_high: bool = F
         v = float(value)
         ok = low <= v < high if open_high else low <= v <= high
     if not ok:
-        raise ModelFileError(f"{what} must be a number in [{low:g}, {high:g}{')' if open_high else ']'}; got {_short(value)}")
+        raise ModelFileError(f"{what} must be a number in [{low:g}, {high:g}{')' if open_high else ']'}; got {short_repr(value)}")
     return float(value)
 
 
 def _choice(value: Any, what: str, allowed: tuple) -> Any:
     if not any(type(value) is type(a) and value == a for a in allowed):
-        raise ModelFileError(f"{what} must be one of {', '.join(map(repr, allowed))}; got {_short(value)}")
+        raise ModelFileError(f"{what} must be one of {', '.join(map(repr, allowed))}; got {short_repr(value)}")
     return value
 
 
 def _int_list(value: Any, what: str, low: int, high: int, max_len: int, min_len: int = 0) -> list[int]:
     if not isinstance(value, list) or not min_len <= len(value) <= max_len:
-        raise ModelFileError(f"{what} must be a list of {min_len} to {max_len} integers; got {_short(value)}")
+        raise ModelFileError(f"{what} must be a list of {min_len} to {max_len} integers; got {short_repr(value)}")
     return [_int(v, f"{what}[{i}]", low, high) for i, v in enumerate(value)]
 
 
@@ -199,25 +100,42 @@ def _get(d: dict, key: str, where: str) -> Any:
 # --------------------------------------------------------------------------- module config
 
 
-def check_module_config(cfg: dict, where: str) -> None:
+#: integer sizes of the module kinds without lists: key -> (low, high)
+_KIND_INTS = {
+    "cnn": {"max_frames": (1, MAX_WIDTH), "n_filters": (1, 4096), "n_blocks": (1, 16), "dense_size": (1, MAX_WIDTH)},
+    "ecapa": {"channels": (1, 4096), "scale": (1, 64), "embedding_size": (1, MAX_WIDTH), "bottleneck": (1, 4096)},
+}
+_POOLINGS = ("mean", "max", "first", "last", "attentive")
+
+
+def check_module_config(cfg: dict, where: str, *, head: bool = False) -> None:
     """Bound every size of a ``module_config`` (kind, streams, layer sizes...).
 
     The sizes are compared with the weights later (:func:`check_weights_match`); these bounds
-    only keep building a description of the module (on the meta device) cheap.
+    only keep building a description of the module (on the meta device) cheap. ``head``:
+    the configuration of one head of a late-fusion module (one stream, no output layer).
     """
     w = f"{where} module_config"
-    kind = _choice(_get(cfg, "kind", w), f"{w}.kind", ("frame", "cnn"))
+    if not isinstance(cfg, dict):
+        raise ModelFileError(f"{w} must be an object; got {short_repr(cfg)}")
+    kinds = ("frame", "ecapa") if head else ("frame", "cnn", "ecapa", "late", "finetune")
+    kind = _choice(_get(cfg, "kind", w), f"{w}.kind", kinds)
     streams = _get(cfg, "streams", w)
-    if not isinstance(streams, list) or not 1 <= len(streams) <= MAX_STREAMS:
-        raise ModelFileError(f"{w}.streams must be a list of 1 to {MAX_STREAMS} [n_layers, dim]; got {_short(streams)}")
+    if not isinstance(streams, list) or not 1 <= len(streams) <= (1 if head else MAX_STREAMS):
+        raise ModelFileError(f"{w}.streams must be a list of 1 to {1 if head else MAX_STREAMS} [n_layers, dim]; got {short_repr(streams)}")
     for k, s in enumerate(streams):
         if not isinstance(s, list) or len(s) != 2:
-            raise ModelFileError(f"{w}.streams[{k}] must be [n_layers, dim]; got {_short(s)}")
+            raise ModelFileError(f"{w}.streams[{k}] must be [n_layers, dim]; got {short_repr(s)}")
         _int(s[0], f"{w}.streams[{k}][0] (layers)", 1, MAX_LAYERS)
         _int(s[1], f"{w}.streams[{k}][1] (dim)", 1, MAX_DIM)
     _choice(_get(cfg, "weighting", w), f"{w}.weighting", ("sum", "softmax", None))
     _real(_get(cfg, "dropout", w), f"{w}.dropout", 0.0, 1.0, open_high=True)
-    _int(_get(cfg, "n_outputs", w), f"{w}.n_outputs", 1, MAX_OUTPUTS)
+    if head:
+        _choice(_get(cfg, "n_outputs", w), f"{w}.n_outputs", (None,))
+    else:
+        _int(_get(cfg, "n_outputs", w), f"{w}.n_outputs", 1, MAX_OUTPUTS)
+    for key, (low, high) in _KIND_INTS.get(kind, {}).items():
+        _int(_get(cfg, key, w), f"{w}.{key}", low, high)
     if kind == "frame":
         _int_list(_get(cfg, "branch_sizes", w), f"{w}.branch_sizes", 1, MAX_WIDTH, MAX_DEPTH)
         _int_list(_get(cfg, "trunk_sizes", w), f"{w}.trunk_sizes", 1, MAX_WIDTH, MAX_DEPTH)
@@ -225,15 +143,25 @@ def check_module_config(cfg: dict, where: str) -> None:
         if lstm is not None:
             _int(lstm, f"{w}.lstm_size", 1, MAX_WIDTH)
         _choice(_get(cfg, "bidirectional", w), f"{w}.bidirectional", (True, False))
-        _choice(_get(cfg, "pooling", w), f"{w}.pooling", ("mean", "max", "first", "last"))
-    else:
+        _choice(_get(cfg, "pooling", w), f"{w}.pooling", _POOLINGS)
+    elif kind == "cnn":
         if len(streams) != 1:
             raise ModelFileError(f"{w}.streams: a cnn module takes one stream; got {len(streams)}")
-        _int(_get(cfg, "max_frames", w), f"{w}.max_frames", 1, MAX_WIDTH)
-        _int(_get(cfg, "n_filters", w), f"{w}.n_filters", 1, 4096)
         _int_list(_get(cfg, "kernel_size", w), f"{w}.kernel_size", 1, 1024, 2, 2)
-        _int(_get(cfg, "n_blocks", w), f"{w}.n_blocks", 1, 16)
-        _int(_get(cfg, "dense_size", w), f"{w}.dense_size", 1, MAX_WIDTH)
+    elif kind == "ecapa" and cfg["channels"] % cfg["scale"]:
+        raise ModelFileError(f"{w}.channels ({cfg['channels']}) must be a multiple of scale ({cfg['scale']})")
+    elif kind == "finetune":
+        from ._finetune_persist import check_finetune_config  # a fine-tuned upstream + head
+
+        check_finetune_config(cfg, w)
+    elif kind == "late":
+        heads = _get(cfg, "heads", w)
+        if not isinstance(heads, list) or len(heads) != len(streams):
+            raise ModelFileError(f"{w}.heads must be a list of {len(streams)} head configurations (one per stream); got {short_repr(heads)}")
+        for k, h in enumerate(heads):
+            check_module_config(h, f"{where} heads[{k}]", head=True)
+            if h["streams"] != [streams[k]]:
+                raise ModelFileError(f"{w}.heads[{k}].streams must be [{streams[k]}]; got {short_repr(h['streams'])}")
 
 
 def check_weights_match(cfg: dict, tensors: dict, where: str, wpath: Path) -> None:
@@ -273,11 +201,11 @@ def _array(v: Any, what: str, *, classes: bool = False) -> np.ndarray | None:
     if v is None:
         return None
     if not isinstance(v, dict) or not isinstance(v.get("dtype"), str) or not isinstance(v.get("values"), list):
-        raise ModelFileError(f"{what} must be {{'values': [...], 'dtype': ...}}; got {_short(v)}")
+        raise ModelFileError(f"{what} must be {{'values': [...], 'dtype': ...}}; got {short_repr(v)}")
     dtype = v["dtype"]
     unicode = dtype.startswith("<U") and dtype[2:].isdigit() and 0 < int(dtype[2:]) <= 10_000
     if not (dtype in _ARRAY_DTYPES or (classes and (unicode or dtype == "object"))):
-        raise ModelFileError(f"{what}.dtype {_short(dtype)} is not allowed (numbers{', strings' if classes else ''} only)")
+        raise ModelFileError(f"{what}.dtype {short_repr(dtype)} is not allowed (numbers{', strings' if classes else ''} only)")
     values = v["values"]
     if classes and not all(isinstance(x, (str, int, float, bool)) for x in values):
         raise ModelFileError(f"{what}.values must be a flat list of strings or numbers")
@@ -308,16 +236,18 @@ def check_fitted(doc: dict, where: str) -> dict[str, Any]:
     for name in ("best_epoch_", "n_epochs_"):
         if name in fitted:
             out[name] = None if fitted[name] is None else _int(fitted[name], f"{w}.{name}", 0, 1 << 31)
+    if "averaged_epochs_" in fitted:
+        out["averaged_epochs_"] = _int_list(fitted["averaged_epochs_"], f"{w}.averaged_epochs_", 1, 1 << 31, 1 << 16)
     if "y_ndim_" in fitted:
         out["y_ndim_"] = _choice(fitted["y_ndim_"], f"{w}.y_ndim_", (1, 2))
     shapes = _get(fitted, "input_shapes_", w)
     if not isinstance(shapes, list) or len(shapes) != n_streams:
-        raise ModelFileError(f"{w}.input_shapes_ must be a list of {n_streams} [n_layers, dim]; got {_short(shapes)}")
+        raise ModelFileError(f"{w}.input_shapes_ must be a list of {n_streams} [n_layers, dim]; got {short_repr(shapes)}")
     out["input_shapes_"] = [_int_list(s, f"{w}.input_shapes_[{k}]", 1, MAX_DIM, 2, 2) for k, s in enumerate(shapes)]
     out["stream_ratios_"] = _int_list(_get(fitted, "stream_ratios_", w), f"{w}.stream_ratios_", 1, MAX_RATIO, n_streams, n_streams)
     if "history_" in fitted:
         if not isinstance(fitted["history_"], list):
-            raise ModelFileError(f"{w}.history_ must be a list; got {_short(fitted['history_'])}")
+            raise ModelFileError(f"{w}.history_ must be a list; got {short_repr(fitted['history_'])}")
         out["history_"] = fitted["history_"]
     for name in ("layer_weights_", "y_mean_", "y_scale_", "validation_index_"):
         if name in fitted:
@@ -340,18 +270,18 @@ def check_fitted(doc: dict, where: str) -> dict[str, Any]:
 
 def _opt_str(value: Any, what: str) -> str | None:
     if value is not None and not isinstance(value, str):
-        raise ModelFileError(f"{what} must be a string or null; got {_short(value)}")
+        raise ModelFileError(f"{what} must be a string or null; got {short_repr(value)}")
     return value
 
 
 def _check_stream(s: Any, k: int, w: str) -> None:
     ws = f"{w}.streams[{k}]"
     if not isinstance(s, dict):
-        raise ModelFileError(f"{ws} must be an object; got {_short(s)}")
+        raise ModelFileError(f"{ws} must be an object; got {short_repr(s)}")
     if not isinstance(s.get("extractor"), str):
-        raise ModelFileError(f"{ws}.extractor must be a string; got {_short(s.get('extractor'))}")
+        raise ModelFileError(f"{ws}.extractor must be a string; got {short_repr(s.get('extractor'))}")
     if not isinstance(s.get("params", {}), dict):
-        raise ModelFileError(f"{ws}.params must be an object; got {_short(s.get('params'))}")
+        raise ModelFileError(f"{ws}.params must be an object; got {short_repr(s.get('params'))}")
     for key in ("store", "name"):
         _opt_str(s.get(key), f"{ws}.{key}")
     if s.get("layers") is not None:
@@ -364,7 +294,7 @@ def _check_stream(s: Any, k: int, w: str) -> None:
     pipe = s.get("pipeline")
     if pipe is not None:
         if not isinstance(pipe, dict):
-            raise ModelFileError(f"{ws}.pipeline must be an object; got {_short(pipe)}")
+            raise ModelFileError(f"{ws}.pipeline must be an object; got {short_repr(pipe)}")
         if pipe.get("max_seconds") is not None:
             _real(pipe["max_seconds"], f"{ws}.pipeline.max_seconds", 1e-3, 1e7)
 
@@ -374,17 +304,17 @@ def check_preprocessing(info: dict, where: str) -> None:
     features = _get(info, "features", where)
     w = f"{where} features"
     if not isinstance(features, dict):
-        raise ModelFileError(f"{w} must be an object; got {_short(features)}")
+        raise ModelFileError(f"{w} must be an object; got {short_repr(features)}")
     streams = _get(features, "streams", w)
     if not isinstance(streams, list) or not 1 <= len(streams) <= MAX_STREAMS:
-        raise ModelFileError(f"{w}.streams must be a list of 1 to {MAX_STREAMS} streams; got {_short(streams)}")
+        raise ModelFileError(f"{w}.streams must be a list of 1 to {MAX_STREAMS} streams; got {short_repr(streams)}")
     for k, s in enumerate(streams):
         _check_stream(s, k, w)
     if features.get("max_frames") is not None:
         _int(features["max_frames"], f"{w}.max_frames", 1, MAX_WIDTH)
     norm = info.get("normalization")
     if norm is not None and not isinstance(norm, dict):
-        raise ModelFileError(f"{where} normalization must be an object; got {_short(norm)}")
+        raise ModelFileError(f"{where} normalization must be an object; got {short_repr(norm)}")
     norm = norm or {}
     _choice(norm.get("kind", "none"), f"{where} normalization.kind", ("speaker", "global", "none"))
     _real(norm.get("eps", 1e-8), f"{where} normalization.eps", 0.0, 1.0)
@@ -394,6 +324,6 @@ def check_preprocessing(info: dict, where: str) -> None:
     _opt_str(info.get("label_map"), f"{where} label_map")
     targets = info.get("targets")
     if targets is not None and not (isinstance(targets, list) and len(targets) <= MAX_OUTPUTS and all(isinstance(t, str) for t in targets)):
-        raise ModelFileError(f"{where} targets must be null or a list of strings; got {_short(targets)}")
+        raise ModelFileError(f"{where} targets must be null or a list of strings; got {short_repr(targets)}")
     if info.get("info") is not None and not isinstance(info["info"], dict):
-        raise ModelFileError(f"{where} info must be an object; got {_short(info['info'])}")
+        raise ModelFileError(f"{where} info must be an object; got {short_repr(info['info'])}")

@@ -160,12 +160,15 @@ class FoldResult:
         Parameters chosen by the grid search (estimator names, without the Pipeline prefix).
     layer_weights : list of float or None
         Normalised layer weights of the fitted estimator (stream 0, when it has layers).
+    stream_layer_weights : list of (list of float or None) or None
+        The same for every stream (None for single-layer streams).
     best_epoch, n_epochs : int or None
     n_train : int
     pipeline : fitted Pipeline (only with ``keep_pipeline=True``)
     """
 
-    def __init__(self, seed, fold, test_index, y_pred, best_params, layer_weights, best_epoch, n_epochs, n_train, pipeline=None):
+    def __init__(self, seed, fold, test_index, y_pred, best_params, layer_weights, best_epoch, n_epochs, n_train, pipeline=None,
+                 stream_layer_weights=None):
         self.seed = seed
         self.fold = fold
         self.test_index = test_index
@@ -176,6 +179,7 @@ class FoldResult:
         self.n_epochs = n_epochs
         self.n_train = n_train
         self.pipeline = pipeline
+        self.stream_layer_weights = stream_layer_weights
 
 
 def _strip(params: dict) -> dict:
@@ -223,11 +227,13 @@ def _one_fold(make_pipeline, X, y, groups, train, test, seed, fold, param_grid, 
     est = pipe.named_steps["est"] if hasattr(pipe, "named_steps") else pipe
     y_pred = pipe.predict(X[test]) if len(test) else np.asarray([])
     lw = getattr(est, "layer_weights_", None)
+    slw = getattr(est, "stream_layer_weights_", None)
     return FoldResult(
         seed, fold, np.asarray(test), np.asarray(y_pred), best_params,
         None if lw is None else [float(v) for v in np.ravel(lw)],
         getattr(est, "best_epoch_", None), getattr(est, "n_epochs_", None), len(train),
         pipe if keep_pipeline else None,
+        None if slw is None else [None if w is None else [float(v) for v in np.ravel(w)] for w in slw],
     )
 
 

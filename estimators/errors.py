@@ -16,6 +16,7 @@ __all__ = [
     "ParameterError",
     "TargetError",
     "ModelFileError",
+    "LeakageError",
 ]
 
 
@@ -50,4 +51,12 @@ class ModelFileError(EstimatorsError):
     Missing or unreadable ``model.json`` / ``weights.safetensors``, bad JSON, unknown
     format version or estimator class, weights that do not match the model (missing,
     unexpected or wrongly shaped tensors) or a checksum that does not match.
+    """
+
+
+class LeakageError(EstimatorsError):
+    """An evaluation would leak: a test utterance duplicates a training one, a test speaker
+    is in training, or validation data come from the test part (:mod:`estimators.leakage`).
+
+    The message names the files or speakers and the ``allow_leakage`` opt-out.
     """

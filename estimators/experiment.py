@@ -49,10 +49,15 @@ class Experiment:
         root holding both caches. A FeatureSet is used as it is (its label map too).
     features : str or None
         Feature spec (``all_layers``, ``mfcc``, ``all_layers+egemaps``...); None:
-        ``all_layers`` (for a FeatureSet: the names of its streams, only recorded).
-    model : {"dense", "lstm", "cnn", "fusion"} or estimator
+        ``all_layers`` (for a FeatureSet: the names of its streams, only recorded);
+        ``"audio"``: the waveforms (``cache.select("audio")``), for a fine-tuning estimator
+        (:class:`estimators.FineTuneClassifier`, ``normalize="none"``; ``estimators finetune``).
+    model : {"dense", "lstm", "cnn", "fusion", "ecapa", "svc", "logreg"} or estimator
         A name (built from ``hidden``, ``lr`` ... ``precision`` below) or an unfitted
         estimator of this package, used as it is (cloned; ``random_state`` set per seed).
+        ``svc`` / ``logreg``: the classic baselines of :mod:`estimators.classic` (mean-pooled
+        features, StandardScaler + RBF SVC / logistic regression; a protocol's fixed
+        validation speakers join the training part, as they do no early stopping).
     target : str, list of str or None
         Regression targets (numeric columns of the utterance table): ``"valence,arousal"``.
     loss : {"ccc", "mse"}
@@ -64,17 +69,31 @@ class Experiment:
         ``groupkfold:K``, ``logo``, a protocol name or ``cross-corpus:TRAIN->TEST``.
     grid : str, dict or None
         ``"hidden=64,128;lr=1e-3,3e-4"`` or ``{"lr": [1e-3, 3e-4]}`` (estimator parameter
-        names): a grid search per training fold (inner GroupKFold by speaker).
+        names): a grid search per training fold (inner GroupKFold by speaker). None: no
+        search, except for models with a ``default_grid()`` (svc: C and gamma, logreg: C),
+        which is searched the same way.
     seeds : int or sequence of int
         N: ``random_state`` 0..N-1; or the seeds themselves.
     hidden : str or tuple of int
         ``"128"`` (two layers of 128), ``"128x64"`` or ``(128, 64)``; not for cnn.
     lr, dropout, batch_size, max_epochs, patience, max_frames, device, precision
         Estimator parameters (named models only).
+    pooling : {"mean", "max", "first", "last", "attentive"} or None
+        Pooling over time of the dense, lstm and fusion models; None: the model's default.
+    fusion : {"intermediate", "early", "late"} or None
+        How the streams of an ``a+b`` spec are combined (fusion: any of them; ecapa: early
+        or late); None: the model's default (fusion: intermediate, ecapa: early).
+    average_checkpoints : int or None
+        Average the weights of the N best epochs (named models; see
+        :class:`estimators.CheckpointAveraging`).
     n_jobs : int
         Parallel fits (folds x seeds, or grid points with one fold).
     refit : bool
         Fit the final model on all the data (``False``: evaluation only).
+    allow_leakage : str, list of str or None
+        Leakage kinds to let through instead of stopping (``"duplicates,speakers"``; kinds:
+        duplicates, speakers, validation; see :mod:`estimators.leakage`); what is found
+        then is recorded in ``report.json`` (``leakage``).
     command : str or None
         Recorded in the report and the model directory (the CLI puts its command line).
     """
@@ -98,8 +117,12 @@ class Experiment:
     max_frames: int | None = None
     device: str = "auto"
     precision: str = "fp32"
+    pooling: str | None = None
+    fusion: str | None = None
+    average_checkpoints: int | None = None
     n_jobs: int = 1
     refit: bool = True
+    allow_leakage: str | Sequence[str] | None = None
     command: str | None = None
 
     def run(self, **callbacks: Any) -> ExperimentResult:
@@ -159,8 +182,8 @@ def _estimator(exp: Experiment, data: ExperimentData):
         kind = model_name_of(exp.model)
     if kind == "fusion" and n_streams < 2:
         raise ParameterError("--model fusion", "used with a two-stream feature spec such as all_layers+egemaps", f"--features {data.spec} ({n_streams} stream)")
-    if kind != "fusion" and n_streams > 1:
-        raise ParameterError(f"--features for --model {kind}", "one stream (use --model fusion for a+b specs)", data.spec)
+    if kind not in ("fusion", "ecapa") and n_streams > 1:
+        raise ParameterError(f"--features for --model {kind}", "one stream (use --model fusion or ecapa for a+b specs)", data.spec)
     if isinstance(exp.model, str):
         from .cv import parse_hidden
 
@@ -169,23 +192,44 @@ def _estimator(exp: Experiment, data: ExperimentData):
             "hidden_sizes": None if kind == "cnn" else tuple(int(h) for h in hidden),
             "lr": exp.lr, "dropout": exp.dropout, "batch_size": exp.batch_size, "max_epochs": exp.max_epochs,
             "patience": exp.patience, "max_frames": exp.max_frames, "device": exp.device, "precision": exp.precision,
+            "average_checkpoints": exp.average_checkpoints,
         }
         if data.task == "regression":
             params["loss"] = exp.loss
+        allowed = set(estimator_class(kind, data.task)().get_params())
+        for name, value, flag in (("pooling", exp.pooling, "--pooling"), ("fusion", exp.fusion, "--fusion"),
+                                  ("average_checkpoints", exp.average_checkpoints, "--average")):
+            if value is not None and name not in allowed:
+                takes = [m for m in model_names(data.task) if name in estimator_class(m, data.task)().get_params()]
+                raise ParameterError(flag, "used with --model " + " or ".join(takes), f"--model {kind}")
+            params[name] = value
         est0 = make_estimator(kind, data.task, params)
     else:
         est0 = clone(exp.model)
         if (data.task == "regression") != is_regressor(est0):
-            want = "a regressor (DenseRegressor, LSTMRegressor) with target" if data.task == "regression" else "a classifier without target"
+            want = "a regressor (DenseRegressor, LSTMRegressor, ECAPARegressor) with target" if data.task == "regression" else "a classifier without target"
             raise ParameterError("model", want, type(est0).__name__)
+    _check_audio(exp, data, est0)
     return est0, kind, _grid(exp.grid, est0)
+
+
+def _check_audio(exp: Experiment, data: ExperimentData, est0) -> None:
+    """Audio (``features="audio"``) goes with models over audio (fine-tuning), without a normaliser."""
+    audio_in = bool(getattr(data.X, "is_audio", False))
+    if audio_in != (getattr(est0, "input_kind", "features") == "audio"):
+        if audio_in:
+            raise ParameterError("model for --features audio", "a model over audio (FineTuneClassifier / FineTuneRegressor: estimators finetune)", type(est0).__name__)
+        raise ParameterError(f"--features for {type(est0).__name__}", "'audio' (it fine-tunes on waveforms)", data.spec)
+    if audio_in and exp.normalize != "none":
+        raise ParameterError("normalize", "'none' for audio input (the model normalises every utterance itself)", exp.normalize)
 
 
 def _grid(grid, est0) -> dict | None:
     from .cv import parse_grid
 
-    if not grid:
-        return None
+    if not grid:  # a model's own small default grid (the classic baselines: C, gamma)
+        default = getattr(est0, "default_grid", None)
+        return {f"est__{k}": list(v) for k, v in default().items()} if callable(default) else None
     if isinstance(grid, str):
         param_grid = parse_grid(grid, prefix="est__")
     elif isinstance(grid, dict):
@@ -269,9 +313,14 @@ def run_experiment(
     if hasattr(est0, "_check_params"):
         est0._check_params()  # a bad device etc. now, not after the first fold
     splits = make_splits(exp, data, say)
+    if getattr(est0, "uses_validation", True) is False:  # no early stopping: fixed validation speakers train
+        splits = [(np.sort(np.concatenate([sp[0], sp[2]])) if len(sp) > 2 and sp[2] is not None else sp[0], sp[1]) for sp in splits]
+    from .leakage import guard_experiment
+
+    data.leakage = guard_experiment(exp, data, splits, param_grid, say)  # before any training
     X, y, groups = data.X, data.y, data.groups
     shapes = ", ".join(f"{s['n_layers']}x{s['dim']}" for s in X.describe()["streams"])
-    say(f"{data.fc.corpus}: {len(X)} utterances, {len(np.unique(groups))} speakers, features {data.spec} ({shapes}), "
+    say(f"{X.describe().get('corpus', data.fc.corpus)}: {len(X)} utterances, {len(np.unique(groups))} speakers, features {data.spec} ({shapes}), "
         f"{type(est0).__name__}, {len(splits)} folds ({exp.cv}) x {len(seeds)} seed(s), normalize {exp.normalize}")
     from .cv import run_folds
 
@@ -279,7 +328,7 @@ def run_experiment(
     if data.cross is not None:
         from .crosscorpus import run_cross_corpus
 
-        results = run_cross_corpus(factory, data.cross, seeds, progress=verbose)
+        results = run_cross_corpus(factory, data.cross, seeds, progress=verbose, param_grid=param_grid)
         evaluation = (data.cross.X_test.ids, data.cross.groups_test, data.cross.y_test)
     else:
         results = run_folds(factory, X, y, groups, splits, seeds, param_grid=param_grid, task=data.task, n_jobs=exp.n_jobs, progress=verbose)

@@ -67,6 +67,7 @@ _SCALAR_ATTRS = (
     "n_epochs_",
     "n_outputs_",
     "y_ndim_",
+    "averaged_epochs_",
 )
 _ARRAY_ATTRS = ("layer_weights_", "y_mean_", "y_scale_", "validation_index_")
 
@@ -124,6 +125,10 @@ def save_model(estimator: Any, directory: str | os.PathLike, extra: dict | None 
         ``RandomState``) are stored as None and listed under ``dropped_params``.
     """
     name = type(estimator).__name__
+    from ._classic_persist import is_classic_estimator, save_classic
+
+    if is_classic_estimator(estimator):  # a classic baseline (estimators.classic): arrays, no module
+        return save_classic(estimator, directory, extra)
     known = estimator_classes()
     if known.get(name) is not type(estimator):
         raise EstimatorsError(f"save_model supports {sorted(known)}; got {name}")
@@ -133,7 +138,12 @@ def save_model(estimator: Any, directory: str | os.PathLike, extra: dict | None 
 
     from safetensors.torch import save
 
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in estimator.module_.state_dict().items()}
+    state, upstream = estimator.module_.state_dict(), None
+    if estimator.module_config_.get("kind") == "finetune":  # head here, the upstream in upstream/
+        from ._finetune_persist import save_upstream_files
+
+        state, upstream = save_upstream_files(estimator, directory)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
     weights = save(tensors, metadata={"format": FORMAT_NAME})
 
     params, dropped = _params_json(estimator)
@@ -154,6 +164,7 @@ def save_model(estimator: Any, directory: str | os.PathLike, extra: dict | None 
         "fitted": fitted,
         "module_config": estimator.module_config_,
         "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(weights)},
+        **({"upstream": upstream} if upstream is not None else {}),
         "versions": {"torch": torch.__version__, "sklearn": sklearn.__version__},
     }
     try:
@@ -269,17 +280,26 @@ def load_model(directory: str | os.PathLike) -> Any:
     ModelFileError
     """
     directory = Path(directory)
+    from ._classic_persist import is_classic_dir, load_classic
+
+    if is_classic_dir(directory):  # a classic baseline (estimators.classic): arrays only
+        return load_classic(directory)
     doc = read_model_info(directory)
     where = directory / MODEL_FILE
     estimator = _make_estimator(doc, where)
     fitted = check_fitted(doc, str(where))
     wpath, tensors = _load_tensors(directory, doc)
-    check_weights_match(doc["module_config"], tensors, str(where), wpath)
-    try:
-        module = build_module(doc["module_config"])
-        module.load_state_dict(tensors, strict=True)
-    except Exception as exc:  # noqa: BLE001 - shapes were checked; anything left is a bad file
-        raise ModelFileError(f"{wpath}: weights do not match the model ({exc})") from exc
+    if doc["module_config"]["kind"] == "finetune":
+        from ._finetune_persist import load_finetune_module
+
+        module = load_finetune_module(directory, doc, tensors, wpath)
+    else:
+        check_weights_match(doc["module_config"], tensors, str(where), wpath)
+        try:
+            module = build_module(doc["module_config"])
+            module.load_state_dict(tensors, strict=True)
+        except Exception as exc:  # noqa: BLE001 - shapes were checked; anything left is a bad file
+            raise ModelFileError(f"{wpath}: weights do not match the model ({exc})") from exc
     module.eval()
     for attr, value in fitted.items():
         setattr(estimator, attr, value)
@@ -287,6 +307,7 @@ def load_model(directory: str | os.PathLike) -> Any:
     estimator.module_config_ = doc["module_config"]
     _check_consistency(estimator, directory)
     estimator.module_ = module
+    estimator._set_summary()  # stream_layer_weights_ (not stored: the weights hold them)
     return estimator
 
 

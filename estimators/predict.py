@@ -100,6 +100,10 @@ __all__ = [
 class Predictor:
     """A model directory written by ``estimators fit``, ready to predict on audio files.
 
+    Also a directory written by ``estimators finetune`` (the model takes the waveforms), or a
+    local transformers ``*ForSequenceClassification`` audio checkpoint with its own
+    ``id2label`` (see :mod:`estimators._finetune_predict`).
+
     Parameters
     ----------
     model_dir : str or Path
@@ -111,19 +115,26 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str | Path, *, device: str = "auto", ssl_model: str | None = None) -> None:
+        from ._finetune_predict import audio_preprocessing, is_hf_checkpoint, load_hf_classifier
         from .persist import load_model
 
         self.model_dir = Path(model_dir)
-        self.prep = load_preprocessing(self.model_dir)
-        self.estimator = load_model(self.model_dir)
-        if "device" in self.estimator.get_params():
+        if is_hf_checkpoint(self.model_dir):  # a transformers *ForSequenceClassification folder
+            self.estimator = load_hf_classifier(self.model_dir, device=device)
+            self.prep = audio_preprocessing(self.estimator, str(self.model_dir))
+        else:
+            self.prep = load_preprocessing(self.model_dir)
+            self.estimator = load_model(self.model_dir)
+        if "device" in getattr(self.estimator, "get_params", dict)():
             self.estimator.set_params(device=device)
-        self.extractors = build_extractors(self.prep.features, device=device, ssl_model=ssl_model)
+        # models over audio (fine-tuned, HF checkpoints) take the waveforms: no extractors
+        self.takes_audio = getattr(self.estimator, "input_kind", "features") == "audio"
+        self.extractors = [] if self.takes_audio else build_extractors(self.prep.features, device=device, ssl_model=ssl_model)
         self.classes = getattr(self.estimator, "classes_", None)
 
     @property
     def is_classifier(self) -> bool:
-        return self.classes is not None and hasattr(self.estimator, "predict_proba")
+        return self.classes is not None
 
     def predict_files(
         self,
@@ -171,6 +182,10 @@ class Predictor:
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise ParameterError("chunk", "a positive int", chunk)
         paths = [str(p) for p in paths]
+        if self.takes_audio:
+            from ._finetune_predict import predict_audio
+
+            return predict_audio(self.estimator, paths, segment=segment, hop=hop, chunk=chunk, targets=self.prep.targets)
         failed: dict[str, str] = {}
         enrol_stats, cached = None, None
         if enrol and self.prep.normalization == "speaker":
@@ -247,12 +262,14 @@ class Predictor:
             for st in packed.streams:
                 st.lengths = np.minimum(st.lengths, int(mf))
         table = rows.copy()
-        if self.is_classifier:
+        if self.is_classifier and hasattr(self.estimator, "predict_proba"):
             proba = np.asarray(self.estimator.predict_proba(packed), dtype=np.float64)
             classes = [str(c) for c in self.classes]
             table["label"] = [classes[i] for i in proba.argmax(1)]
             for j, c in enumerate(classes):
                 table[f"p_{c}"] = proba[:, j]
+        elif self.is_classifier:  # no probabilities (an SVC without Platt scaling): labels only
+            table["label"] = [str(c) for c in self.estimator.predict(packed)]
         else:
             pred = np.asarray(self.estimator.predict(packed), dtype=np.float64).reshape(len(table), -1)
             names = self.prep.targets or [f"y{j}" for j in range(pred.shape[1])]

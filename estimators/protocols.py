@@ -145,6 +145,20 @@ def _loso(table: pd.DataFrame) -> list[Fold]:
     return [_by_values(sp, set(sp) - {s}, set(), {s}) for s in sorted(set(sp))]
 
 
+def _group_kfold(k: int, proto: str) -> Callable[[pd.DataFrame], list[Fold]]:
+    """Folds of ``GroupKFold(k)`` over the speakers (deterministic: greedy size balancing)."""
+
+    def make(table: pd.DataFrame) -> list[Fold]:
+        from sklearn.model_selection import GroupKFold
+
+        sp = table["speaker"].astype(str).to_numpy()
+        if len(set(sp)) < k:
+            raise ParameterError("cv", f"protocol {proto!r} on a corpus with at least {k} speakers", f"{len(set(sp))} speakers")
+        return [Fold(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)) for a, b in GroupKFold(n_splits=k).split(sp, groups=sp)]
+
+    return make
+
+
 #: What a registry name stands for: a :class:`Protocol`, a split spec string (an alias such
 #: as ``"groupkfold:5"``) or a callable ``f(groups, y)`` returning ``(train_index,
 #: test_index)`` pairs or a scikit-learn splitter (an object with ``split(X, y, groups)``).
@@ -188,6 +202,26 @@ _BUILT_IN: list[Protocol] = [
         None,
         _all,
         _loso,
+    ),
+    Protocol(
+        "emovo-loao",
+        "EMOVO, 7 classes, leave one actor out (6 folds: f1, f2, f3, m1, m2, m3)",
+        "internal speaker-disjoint split of the 5 training actors",
+        "emovo",
+        None,
+        _all,
+        _loso,
+    ),
+    Protocol(
+        "urdu-5fold",
+        "URDU, 4 classes, GroupKFold(5) over the speaker codes (scikit-learn's deterministic size "
+        "balancing); the speakers are very uneven (SM5 has 80 of the 400 files), so fold sizes "
+        "and class balance differ between folds",
+        "internal speaker-disjoint split of the training speakers",
+        "urdu",
+        None,
+        _all,
+        _group_kfold(5, "urdu-5fold"),
     ),
 ]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import ParameterError
 
-__all__ = ["TASKS", "estimator_class", "estimator_classes", "model_name_of", "model_names", "register_model"]
+__all__ = ["TASKS", "audio_model_names", "estimator_class", "estimator_classes", "model_name_of", "model_names", "register_model"]
 
 TASKS = ("classification", "regression")
 
@@ -23,7 +23,22 @@ _REGISTRY: dict[str, dict[str, Any]] = {
     "lstm": {"classification": "estimators.classifiers:LSTMClassifier", "regression": "estimators.regressors:LSTMRegressor"},
     "cnn": {"classification": "estimators.classifiers:CNNClassifier"},
     "fusion": {"classification": "estimators.classifiers:FusionClassifier"},
+    "ecapa": {"classification": "estimators.classifiers:ECAPAClassifier", "regression": "estimators.regressors:ECAPARegressor"},
+    # classic baselines (StandardScaler + SVC / logistic regression on pooled features)
+    "svc": {"classification": "estimators.classic:SVCClassifier"},
+    "logreg": {"classification": "estimators.classic:LogRegClassifier"},
 }
+
+#: models over audio rather than cached features (``estimators finetune``); kept apart so that
+#: ``--model`` of ``estimators fit`` lists feature models only
+_AUDIO_REGISTRY: dict[str, dict[str, Any]] = {
+    "finetune": {"classification": "estimators.finetune:FineTuneClassifier", "regression": "estimators.finetune:FineTuneRegressor"},
+}
+
+
+def audio_model_names() -> tuple[str, ...]:
+    """Registered models that take audio (fine-tuning), not cached features."""
+    return tuple(_AUDIO_REGISTRY)
 
 
 def model_names(task: str | None = None) -> tuple[str, ...]:
@@ -58,7 +73,7 @@ def estimator_class(name: str, task: str = "classification") -> type:
 def estimator_classes() -> dict[str, type]:
     """Class name -> class of every registered estimator (what a saved model may name)."""
     out = {}
-    for by in _REGISTRY.values():
+    for by in (*_REGISTRY.values(), *_AUDIO_REGISTRY.values()):
         for ref in by.values():
             cls = _load(ref)
             out[cls.__name__] = cls
@@ -68,7 +83,7 @@ def estimator_classes() -> dict[str, type]:
 def model_name_of(estimator: Any) -> str:
     """The model name of an estimator instance (its class, else the nearest registered base
     class), or its class name when unregistered."""
-    pairs = [(name, _load(ref)) for name, by in _REGISTRY.items() for ref in by.values()]
+    pairs = [(name, _load(ref)) for name, by in (*_REGISTRY.items(), *_AUDIO_REGISTRY.items()) for ref in by.values()]
     for name, cls in pairs:
         if type(estimator) is cls:
             return name

@@ -136,26 +136,50 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: st
     return Path(path)
 
 
-def plot_layer_weights(weights: np.ndarray, path: Path, title: str = "") -> Path:
+def _layer_panel(ax, w: np.ndarray | None, name: str) -> None:
+    if w is None:
+        ax.text(0.5, 0.5, "a single layer:\nno layer weights", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    else:
+        mean = w.mean(0)
+        std = w.std(0, ddof=1) if len(w) > 1 else np.zeros_like(mean)
+        x = np.arange(w.shape[1])
+        ax.bar(x, mean, yerr=std, capsize=3, color="tab:blue", alpha=0.8)
+        ax.axhline(1.0 / len(x), color="gray", lw=0.8, ls="--", label="uniform")
+        ax.set_xticks(x)
+        ax.set_xlabel("layer (0 = local encoder)")
+        ax.set_ylabel("weight")
+        ax.legend(fontsize=8)
+    if name:
+        ax.set_title(name, fontsize=8)
+
+
+def plot_layer_weights(weights: np.ndarray, path: Path, title: str = "", streams: Sequence | None = None) -> Path:
     """Mean ± std over runs (folds x seeds) of the normalised weight of each layer.
 
     Parameters
     ----------
     weights : ndarray of shape (n_runs, n_layers)
+        The weights of stream 0 (used when ``streams`` is None).
+    streams : sequence of (name, ndarray of shape (n_runs, n_layers_k) or None), optional
+        One panel per stream (None: a single-layer stream, a panel that says so), e.g. the
+        two upstreams of ``wav2vec_small:all_layers+hubert_base:all_layers``.
     """
     plt = _plt()
-    w = np.asarray(weights, dtype=np.float64)
-    mean = w.mean(0)
-    std = w.std(0, ddof=1) if len(w) > 1 else np.zeros_like(mean)
-    x = np.arange(w.shape[1])
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.4 * len(x) + 1.5), 3.2))
-    ax.bar(x, mean, yerr=std, capsize=3, color="tab:blue", alpha=0.8)
-    ax.axhline(1.0 / len(x), color="gray", lw=0.8, ls="--", label="uniform")
-    ax.set_xticks(x)
-    ax.set_xlabel("layer (0 = local encoder)")
-    ax.set_ylabel("weight")
-    ax.legend(fontsize=8)
-    ax.set_title(title or f"layer weights, mean ± std over {len(w)} runs", fontsize=9)
+    panels = [(name, None if w is None else np.asarray(w, dtype=np.float64)) for name, w in streams] if streams else [
+        ("", np.asarray(weights, dtype=np.float64))
+    ]
+    widths = [max(4.0, 0.4 * (1 if w is None else w.shape[1]) + 1.5) if w is not None else 2.5 for _, w in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 3.2), squeeze=False, gridspec_kw={"width_ratios": widths})
+    for ax, (name, w) in zip(axes[0], panels):
+        _layer_panel(ax, w, name)
+    n_runs = next((len(w) for _, w in panels if w is not None), 0)
+    text = title or f"layer weights, mean ± std over {n_runs} runs"
+    if len(panels) == 1:
+        axes[0][0].set_title(text, fontsize=9)
+    else:
+        fig.suptitle(text, fontsize=9)
     fig.tight_layout()
     try:
         _save_figure(fig, path)

@@ -166,7 +166,12 @@ class ExperimentResult:
         else:
             say("confusion.png skipped: regression has no classes")
         lw = report.get("layer_weights")
-        if lw and len(lw[0]) > 1:
+        slw = report.get("stream_layer_weights")
+        if slw and any(w is not None for w in slw):
+            names = [st.get("name", f"stream {k}") for k, st in enumerate(report["features"]["streams"])]
+            rep.plot_layer_weights(None, out / "layer_weights.png", streams=list(zip(names, slw)),
+                                   title=f"{spec}: layer weights per stream, mean ± std over {len(self.folds)} fits")
+        elif lw and len(lw[0]) > 1:
             rep.plot_layer_weights(np.asarray(lw), out / "layer_weights.png",
                                    title=f"layer weights of {report['features']['streams'][0]['name']}, mean ± std over {len(lw)} fits")
         else:
@@ -192,15 +197,26 @@ def _final_model_info(exp, data, kind: str, final, describe: dict):
         mean, scale = norm.mean_, norm.scale_
     fc = data.fc
     extra = {
-        "spec": data.spec, "corpus": fc.corpus, "cache": str(fc.path), "normalization": exp.normalize,
+        "spec": data.spec, "corpus": describe.get("corpus", fc.corpus), "cache": str(fc.path), "normalization": exp.normalize,
         "label_map": data.label_map, "targets": data.targets, "best_params": final.best_params, "command": exp.command,
     }
     prep = Preprocessing(
         features=describe, spec=data.spec, normalization=exp.normalize, mean=mean, scale=scale,
         eps=float(getattr(norm, "eps", 1e-8)), label_map=data.label_map, targets=data.targets,
-        info={"corpus": fc.corpus, "cache": str(fc.path), "model": kind, "command": exp.command},
+        info={"corpus": describe.get("corpus", fc.corpus), "cache": str(fc.path), "model": kind, "command": exp.command},
     )
     return extra, prep
+
+
+def _stream_layer_weights(results: list, n_streams: int) -> list | None:
+    """Per stream, the layer weights of every fit (fit order), or None for a single-layer
+    stream; None for one-stream features (``layer_weights`` has them)."""
+    if n_streams < 2:
+        return None
+    fits = [r.stream_layer_weights for r in results if getattr(r, "stream_layer_weights", None)]
+    if not fits:
+        return None
+    return [None if any(f[k] is None for f in fits) else [f[k] for f in fits] for k in range(n_streams)]
 
 
 def build_result(exp, data, kind, est0, param_grid, splits, seeds, results, summary, final, evaluation, notes, seconds) -> ExperimentResult:
@@ -228,6 +244,7 @@ def build_result(exp, data, kind, est0, param_grid, splits, seeds, results, summ
         ),
         "layer_weights": layer_weights,
         "layer_weights_order": [{"seed": r.seed, "fold": r.fold} for r in results if r.layer_weights is not None] or None,
+        "stream_layer_weights": _stream_layer_weights(results, len(describe.get("streams", []))),
         "final_layer_weights": [float(v) for v in est.layer_weights_] if getattr(est, "layer_weights_", None) is not None else None,
         "model": {"kind": kind, "class": type(est).__name__, "params": {k: v for k, v in est.get_params().items() if k != "callbacks"}},
         "normalize": exp.normalize,
@@ -241,12 +258,13 @@ def build_result(exp, data, kind, est0, param_grid, splits, seeds, results, summ
         "cache": str(data.fc.path),
         "n_utterances": int(len(X)),
         "n_speakers": int(len(np.unique(data.groups))),
+        "leakage": getattr(data, "leakage", None),
         "model_dir": None,
     }
     if data.cross is not None:
         c = data.cross
         report["cross_corpus"] = {
-            "train": data.fc.corpus, "test": data.fc_test.corpus, "test_cache": str(data.fc_test.path), "labels": c.labels,
+            "train": "+".join(c.train_corpora) or data.fc.corpus, "test": data.fc_test.corpus, "test_cache": str(data.fc_test.path), "labels": c.labels,
             "n_train": int(len(X)), "n_test": int(len(c.X_test)),
             "dropped_train": c.dropped_train, "dropped_test": c.dropped_test,
         }

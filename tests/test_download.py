@@ -115,8 +115,10 @@ def _handler(state: Server) -> type[BaseHTTPRequestHandler]:
             if state.cut_after is not None and code in (200, 206):
                 body, state.cut_after = body[: state.cut_after], None
                 self.close_connection = True
-            self.wfile.write(body)
+            # recorded before the body goes out: once the client has it, the test may read or
+            # reset the list (appending after the write raced with the next test's reset)
             state.sent.append(len(body))
+            self.wfile.write(body)
 
     return Handler
 

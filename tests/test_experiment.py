@@ -188,3 +188,22 @@ def test_out_that_holds_files_is_refused_before_training(built_cache, tmp_path):
     res = run("fit", "--cache", built_cache, "--features", "mfcc", "--cv", "groupkfold:2", "--out", out, *TINY_ARGS)
     assert res.exit_code == 1 and "exists and is not empty" in res.output and "--overwrite" in res.output
     assert "UAR" not in res.output and _files(out) == ["notes.txt"]
+
+
+def test_fit_average_averages_the_best_epochs_and_is_refused_where_it_does_not_apply(built_cache, tmp_path):
+    """``estimators fit --average N`` reaches the estimator; a model without it is an error."""
+    from click.testing import CliRunner
+
+    from cli.estimators import main
+
+    out = tmp_path / "avg"
+    args = ["fit", "--cache", str(built_cache), "--features", "mfcc", "--cv", "groupkfold:2", "--max-epochs", "4",
+            "--patience", "4", "--hidden", "8", "--batch-size", "16", "--device", "cpu", "-q"]
+    r = CliRunner().invoke(main, [*args, "--average", "2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    from estimators import load_model
+
+    est = load_model(out / "model")
+    assert est.average_checkpoints == 2 and len(est.averaged_epochs_) == 2
+    bad = CliRunner().invoke(main, [*args, "--model", "svc", "--average", "2", "--no-refit", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 1 and "--average" in bad.output and "used with --model" in bad.output, bad.output

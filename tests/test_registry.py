@@ -20,8 +20,8 @@ def clean_registry(monkeypatch):
 
 
 def test_built_in_names_and_classes():
-    assert registry.model_names() == ("dense", "lstm", "cnn", "fusion")
-    assert registry.model_names("regression") == ("dense", "lstm")
+    assert registry.model_names() == ("dense", "lstm", "cnn", "fusion", "ecapa", "svc", "logreg")
+    assert registry.model_names("regression") == ("dense", "lstm", "ecapa")
     assert registry.estimator_class("dense", "regression") is DenseRegressor
     assert registry.estimator_classes()["LSTMClassifier"] is LSTMClassifier
 

@@ -154,6 +154,38 @@ def user_commands(seeds: int) -> list[str]:
     ]
 
 
+#: systems of the other papers that need pretrained weights (and, for fine-tuning, a GPU):
+#: listed on the page as commands, never run by this script
+OTHER_SYSTEMS = [
+    "# Morais et al. (IEMOCAP 4 classes, leave one session out): a cache with both upstreams",
+    "featcache extract --corpus iemocap --model wav2vec_small --features wav2vec2",
+    "featcache extract --corpus iemocap --model hubert_base --features wav2vec2",
+    "estimators fit --cache cache/iemocap --features wav2vec_small:all_layers --model dense --cv iemocap-loso --seeds 5        # mean pooling",
+    "estimators fit --cache cache/iemocap --features wav2vec_small:all_layers --model ecapa --cv iemocap-loso --seeds 5        # ECAPA-TDNN",
+    "estimators fit --cache cache/iemocap --features wav2vec_small:all_layers+hubert_base:all_layers --model ecapa --fusion early --cv iemocap-loso --seeds 5",
+    "estimators fit --cache cache/iemocap --features wav2vec_small:all_layers+hubert_base:all_layers --model ecapa --fusion late --cv iemocap-loso --seeds 5",
+    "# Morais et al., fine-tuned upstream + average of the 5 best checkpoints (mean pooling + linear), GPU",
+    "estimators finetune --cache cache/iemocap --model wav2vec_small --cv iemocap-loso --average 5 --max-epochs 30 --device cuda --precision bf16 --out runs/ft_w2v2",
+    "estimators finetune --cache cache/iemocap --model hubert_base --cv iemocap-loso --average 5 --max-epochs 30 --device cuda --precision bf16 --out runs/ft_hubert",
+    "# NTU report setting (RAVDESS, speaker-independent folds; lr 1e-4, 2 accumulated batches, 25 epochs), GPU",
+    "estimators finetune --cache cache/ravdess --model xlsr53 --cv ravdess-6fold --lr 1e-4 --accumulate 2 --max-epochs 25 --device cuda --out runs/ft_ntu",
+]
+
+
+def other_systems_section() -> list[str]:
+    return [
+        "## Other systems: ECAPA-TDNN, fusion of two upstreams, fine-tuning (not run here)",
+        "",
+        "These need pretrained weights (and a GPU for fine-tuning), which the machine that generated this page",
+        "does not have. **Not run here**; the commands a user with weights and a GPU runs:",
+        "",
+        "```bash",
+        *OTHER_SYSTEMS,
+        "```",
+        "",
+    ]
+
+
 def write_page(results: list[tuple[Row, dict | None, str]], cache: str, w2v2_cache: str | None, w2v2_label: str | None, seeds: int) -> Path:
     import featcache
 
@@ -237,8 +269,8 @@ def write_page(results: list[tuple[Row, dict | None, str]], cache: str, w2v2_cac
             ]
     else:
         lines.append("The wav2vec 2.0 rows were not run here.")
+    lines += ["", *other_systems_section()]
     lines += [
-        "",
         "## Other protocols",
         "",
         "`ravdess-6fold`, `iemocap-loso`, `emodb-loso` and `cross-corpus:TRAIN->TEST` are implemented and tested",

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from featcache.audio import load_audio
-from featcache.errors import CorpusError, ParameterError, SpecError
+from featcache.errors import CorpusError, ParameterError
+from featcache.rows import UtteranceRows
 
 __all__ = ["AudioSet", "AudioStream", "select_audio", "FROM_STORES", "clear_audio_memory"]
 
@@ -110,7 +110,7 @@ def select_audio(
     return AudioSet(cache, np.asarray(rows, dtype=np.int64), settings, label_map, label_column)
 
 
-class AudioSet:
+class AudioSet(UtteranceRows):
     """A lazy view of the decoded audio of some utterances of a cache; sklearn can index it.
 
     Attributes
@@ -145,34 +145,6 @@ class AudioSet:
     @property
     def max_seconds(self) -> float | None:
         return self._settings["max_seconds"]
-
-    @property
-    def table(self) -> pd.DataFrame:
-        return self._cache.utterances.iloc[self._rows].reset_index(drop=True)
-
-    @property
-    def ids(self) -> np.ndarray:
-        return self._cache.utterances["id"].to_numpy(dtype=object)[self._rows]
-
-    @property
-    def speakers(self) -> np.ndarray:
-        return self._cache.utterances["speaker"].astype(str).to_numpy(dtype=object)[self._rows]
-
-    @property
-    def labels(self) -> np.ndarray:
-        lab = self._cache.utterances[self.label_column].astype(str).to_numpy(dtype=object)[self._rows]
-        if self.label_map is None:
-            return lab
-        from featcache.corpora import apply_label_map
-
-        return np.asarray(apply_label_map(lab, self.label_map), dtype=object)
-
-    def targets(self, columns: list[str]) -> np.ndarray:
-        """Numeric target columns, shape (n, len(columns))."""
-        missing = [c for c in columns if c not in self._cache.utterances.columns]
-        if missing:
-            raise SpecError(f"target columns {missing} are not in the utterance table")
-        return self._cache.utterances[columns].to_numpy(dtype=np.float64)[self._rows]
 
     @property
     def shape(self) -> tuple:

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from featcache.cache import FeatureCache, find_caches, open_cache
 from featcache.errors import SpecError
 from featcache.packed import Packed, Stream, apply_normalization, normalization_terms
+from featcache.rows import UtteranceRows
 from featcache.spec import StreamSpec, parse_spec
 from featcache.stats import SpeakerStats, read_speaker_stats
 from featcache.store import StoreReader
@@ -28,7 +28,7 @@ from featcache.store import StoreReader
 __all__ = ["open_cache", "find_caches", "FeatureCache", "FeatureSet", "StreamSpec", "parse_spec"]
 
 
-class FeatureSet:
+class FeatureSet(UtteranceRows):
     """A lazy view of the features of some utterances; sklearn can index it.
 
     ``len(X)``, ``X.shape[0]``, ``X[int]`` (the frames of one utterance: ndarray of shape
@@ -57,35 +57,6 @@ class FeatureSet:
     @property
     def cache(self) -> FeatureCache:
         return self._cache
-
-    @property
-    def table(self) -> pd.DataFrame:
-        """The utterance table rows of this set."""
-        return self._cache.utterances.iloc[self._rows].reset_index(drop=True)
-
-    @property
-    def ids(self) -> np.ndarray:
-        return self._cache.utterances["id"].to_numpy(dtype=object)[self._rows]
-
-    @property
-    def speakers(self) -> np.ndarray:
-        return self._cache.utterances["speaker"].astype(str).to_numpy(dtype=object)[self._rows]
-
-    @property
-    def labels(self) -> np.ndarray:
-        lab = self._cache.utterances[self.label_column].astype(str).to_numpy(dtype=object)[self._rows]
-        if self.label_map is None:
-            return lab
-        from featcache.corpora import apply_label_map
-
-        return np.asarray(apply_label_map(lab, self.label_map), dtype=object)
-
-    def targets(self, columns: list[str]) -> np.ndarray:
-        """Numeric target columns (e.g. ``["valence", "arousal"]``), shape (n, len(columns))."""
-        missing = [c for c in columns if c not in self._cache.utterances.columns]
-        if missing:
-            raise SpecError(f"target columns {missing} are not in the utterance table")
-        return self._cache.utterances[columns].to_numpy(dtype=np.float64)[self._rows]
 
     @property
     def shape(self) -> tuple:

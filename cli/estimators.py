@@ -20,6 +20,11 @@ from cli.options import device_option, library_errors, n_jobs_option, precision_
 from estimators.protocols import list_protocols
 from estimators.registry import model_names
 
+#: shared by fit and finetune: the leakage guards' opt-out (estimators.leakage)
+allow_leakage_option = click.option(
+    "--allow-leakage", default=None, metavar="KINDS",
+    help="Run despite leakage of these kinds (duplicates,speakers,validation), recorded in report.json; by default any stops the run.",
+)
 NORMALIZE = ("speaker", "global", "none")  # click's choices; estimators.experiment checks the same
 
 
@@ -100,7 +105,7 @@ def _write_error(out: Path, e: OSError) -> str:
 @n_jobs_option("Parallel fits (folds x seeds, or grid points with one fold).")
 @click.option("--refit/--no-refit", default=True, show_default=True, help="Refit the final model on all data and save it in OUT/model (--no-refit: evaluation only).")
 @click.option("--average", type=click.IntRange(min=1), default=None, help="Average the weights of the N best epochs by validation score (Morais et al. average 5).")
-@click.option("--allow-leakage", default=None, metavar="KINDS", help="Run despite leakage of these kinds (duplicates,speakers,validation), recorded in report.json; by default any stops the run.")
+@allow_leakage_option
 @quiet_option()
 @click.pass_context
 @library_errors
@@ -175,12 +180,13 @@ def _run_and_save(exp, out: Path | None, overwrite: bool, quiet: bool) -> None:
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty --out.")
 @n_jobs_option("Parallel fits (folds x seeds).")
 @click.option("--refit/--no-refit", default=True, show_default=True, help="Refit on all data and save the model (with the fine-tuned upstream in OUT/model/upstream).")
+@allow_leakage_option
 @quiet_option("No progress bars.")
 @click.pass_context
 @library_errors
 def finetune(ctx, cache, model, head, hidden, target, loss, label_map, cv_spec, grid, seeds, average, max_epochs, patience, lr, head_lr,
              warmup_ratio, batch_seconds, accumulate, freeze_layers, train_feature_encoder, gradient_checkpointing, spec_augment,
-             max_seconds, device, precision, out, overwrite, n_jobs, refit, quiet):
+             max_seconds, device, precision, out, overwrite, n_jobs, refit, allow_leakage, quiet):
     """Fine-tune a wav2vec2-family model with a head on the cache's audio, cross-validated by speaker.
 
     The same runner, splits, scores and files as `estimators fit` (report.json, predictions.csv,
@@ -203,7 +209,8 @@ def finetune(ctx, cache, model, head, hidden, target, loss, label_map, cv_spec, 
         **({"loss": loss} if target else {}),
     )
     exp = Experiment(cache=cache, features="audio", model=est, target=target, normalize="none", label_map=label_map, cv=cv_spec,
-                     grid=grid, seeds=seeds, n_jobs=n_jobs, refit=refit, command=_command_line(ctx))
+                     grid=grid, seeds=seeds, n_jobs=n_jobs, refit=refit, allow_leakage=allow_leakage,
+                     command=_command_line(ctx))
     _run_and_save(exp, out, overwrite, quiet)
 
 

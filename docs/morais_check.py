@@ -75,7 +75,8 @@ def main() -> None:
         wall = run(cmd)
         rep = json.loads((out / "report.json").read_text())
         u = rep["metrics"]["uar"]
-        rows.append((label, spec, 100 * u["mean"], 100 * u["std"], len(u["values"]), wall, shlex.join(cmd)))
+        shown = [c.replace(f"{ROOT}/", "") for c in cmd]  # paths relative to the repository root
+        rows.append((label, spec, 100 * u["mean"], 100 * u["std"], len(u["values"]), wall, shlex.join(shown)))
     lines = [
         "# Morais et al. systems: pipeline check with random upstreams (not a result)",
         "",

@@ -168,28 +168,9 @@ class AudioSet(UtteranceRows):
 
     # -- indexing
     def __getitem__(self, key):
-        if isinstance(key, tuple):
-            if len(key) == 2 and key[1] is Ellipsis:
-                key = key[0]
-            else:
-                raise IndexError(f"AudioSet supports X[key] and X[key, ...]; got {key!r}")
-        if isinstance(key, numbers.Integral):
-            i = int(key)
-            if not -len(self) <= i < len(self):
-                raise IndexError(f"index {i} out of range for {len(self)} utterances")
-            return self._subset(np.array([i])).signals()[0]
-        if isinstance(key, slice):
-            idx = np.arange(len(self))[key]
-        else:
-            idx = np.asarray(key)
-            if idx.dtype == bool:
-                if idx.shape != (len(self),):
-                    raise IndexError(f"boolean mask of shape {idx.shape} for {len(self)} utterances")
-                idx = np.flatnonzero(idx)
-            elif idx.size == 0:
-                idx = idx.astype(np.int64)
-            elif not np.issubdtype(idx.dtype, np.integer):
-                raise IndexError(f"AudioSet indices must be integers or a boolean mask; got {idx.dtype}")
+        idx = self._index(key)
+        if isinstance(idx, int):
+            return self._subset(np.array([idx])).signals()[0]
         return self._subset(idx)
 
     def _subset(self, idx: np.ndarray) -> "AudioSet":

@@ -8,6 +8,8 @@ from here.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import pandas as pd
 
@@ -51,3 +53,32 @@ class UtteranceRows:
         if missing:
             raise SpecError(f"target columns {missing} are not in the utterance table")
         return self._cache.utterances[columns].to_numpy(dtype=np.float64)[self._rows]
+
+    def _index(self, key) -> int | np.ndarray:
+        """A position (int, checked) or the row positions of a subset, as scikit-learn indexes.
+
+        Accepts ``X[i]``, ``X[slice]``, ``X[int array]``, ``X[bool mask]`` and ``X[key, ...]``.
+        """
+        what = type(self).__name__
+        if isinstance(key, tuple):
+            if len(key) == 2 and key[1] is Ellipsis:
+                key = key[0]
+            else:
+                raise IndexError(f"{what} supports X[key] and X[key, ...]; got {key!r}")
+        if isinstance(key, numbers.Integral):
+            i = int(key)
+            if not -len(self) <= i < len(self):
+                raise IndexError(f"index {i} out of range for {len(self)} utterances")
+            return i
+        if isinstance(key, slice):
+            return np.arange(len(self))[key]
+        idx = np.asarray(key)
+        if idx.dtype == bool:
+            if idx.shape != (len(self),):
+                raise IndexError(f"boolean mask of shape {idx.shape} for {len(self)} utterances")
+            return np.flatnonzero(idx)
+        if idx.size == 0:
+            return idx.astype(np.int64)
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise IndexError(f"{what} indices must be integers or a boolean mask; got {idx.dtype}")
+        return idx

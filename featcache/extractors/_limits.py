@@ -23,6 +23,7 @@ __all__ = [
     "hop_samples",
     "is_number",
     "library_versions",
+    "make_smile",
     "positive_float",
     "positive_int",
 ]
@@ -83,3 +84,24 @@ def library_versions(*names: str) -> dict[str, str]:
         except Exception:  # pragma: no cover - a missing library is reported, not fatal
             out[name] = "unavailable"
     return out
+
+
+def make_smile(feature_set: str, level: str):
+    """An ``opensmile.Smile`` for a feature set and level (``"LowLevelDescriptors"``, ``"Functionals"``).
+
+    Raises
+    ------
+    ModelError
+        openSMILE cannot build it (an installation problem).
+    """
+    import opensmile
+
+    from featcache.errors import ModelError
+
+    try:
+        return opensmile.Smile(
+            feature_set=getattr(opensmile.FeatureSet, feature_set),
+            feature_level=getattr(opensmile.FeatureLevel, level),
+        )
+    except Exception as exc:  # pragma: no cover - depends on the installation
+        raise ModelError(f"cannot create openSMILE {feature_set} ({level}): {exc}") from exc

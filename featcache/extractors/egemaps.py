@@ -14,7 +14,7 @@ import numpy as np
 
 from featcache.audio import check_signal
 from featcache.errors import AudioError, ModelError, ParameterError
-from featcache.extractors._limits import MAX_SAMPLING_RATE, library_versions, positive_int
+from featcache.extractors._limits import MAX_SAMPLING_RATE, library_versions, make_smile, positive_int
 from featcache.extractors.base import Extractor
 
 __all__ = ["EGEMAPS_COLUMNS", "EGeMAPS"]
@@ -110,15 +110,7 @@ class EGeMAPS(Extractor):
     def smile(self):
         """The ``opensmile.Smile`` object (created on first use)."""
         if self._smile is None:
-            import opensmile
-
-            try:
-                smile = opensmile.Smile(
-                    feature_set=getattr(opensmile.FeatureSet, self.feature_set),
-                    feature_level=opensmile.FeatureLevel.LowLevelDescriptors,
-                )
-            except Exception as exc:  # pragma: no cover - depends on the installation
-                raise ModelError(f"cannot create openSMILE {self.feature_set}: {exc}") from exc
+            smile = make_smile(self.feature_set, "LowLevelDescriptors")
             if list(smile.feature_names) != self.columns:
                 raise ModelError(
                     f"openSMILE {self.feature_set} returns columns {smile.feature_names}, "

@@ -22,7 +22,7 @@ import numpy as np
 
 from featcache.audio import check_signal
 from featcache.errors import AudioError, ModelError, ParameterError
-from featcache.extractors._limits import MAX_SAMPLING_RATE, library_versions, positive_int
+from featcache.extractors._limits import MAX_SAMPLING_RATE, library_versions, make_smile, positive_int
 from featcache.extractors.base import Extractor
 
 __all__ = ["FUNCTIONALS", "ComParEFunctionals", "EGeMAPSFunctionals", "Functionals"]
@@ -68,15 +68,7 @@ class Functionals(Extractor):
     def smile(self):
         """The ``opensmile.Smile`` object (created on first use)."""
         if self._smile is None:
-            import opensmile
-
-            try:
-                smile = opensmile.Smile(
-                    feature_set=getattr(opensmile.FeatureSet, self.feature_set),
-                    feature_level=opensmile.FeatureLevel.Functionals,
-                )
-            except Exception as exc:  # pragma: no cover - depends on the installation
-                raise ModelError(f"cannot create openSMILE {self.feature_set} functionals: {exc}") from exc
+            smile = make_smile(self.feature_set, "Functionals")
             if len(smile.feature_names) != self.n_features:
                 raise ModelError(
                     f"openSMILE {self.feature_set} functionals has {len(smile.feature_names)} columns, "

@@ -19,7 +19,7 @@ from pathlib import Path
 from benchmarks import report
 from benchmarks.worker import REPO, run_inline, run_subprocess
 
-PARTS = ("machine", "extraction", "training", "grid", "reading", "memory", "gpu")
+PARTS = ("machine", "extraction", "training", "grid", "reading", "memory", "gpu", "distributed")
 DEFAULT_PARTS = PARTS
 
 
@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--memory-scale", type=float, default=None, help="second, smaller training cache for the memory check (default half of --train-scale)")
     ap.add_argument("--train-epochs", type=int, default=None, help="epochs of our standalone fit (default 2: the first warms up)")
     ap.add_argument("--grid-epochs", type=int, default=None, help="epochs of every grid fit (default 1: 20 fits of the full-size data)")
+    ap.add_argument("--dist-files", type=int, default=None, help="files of the distributed extraction part (default 240; quick 12)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the usable cores)")
     ap.add_argument("--precision", choices=("fastest", "fp32", "bf16"), default="fastest", help="precision of our extraction")
     ap.add_argument("--omp-wait-policy", choices=("passive", "active", "default"), default="passive",
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             g = R.get("extraction", {}).get("gpu")
             R["gpu"] = {"measured": bool(g and "error" not in g), "ours": g, "name": R["machine"].get("gpu", {}).get("name")}
         corpus = str(args.corpus.resolve()) if args.corpus else None
-        needs_cache = any(p in args.parts for p in ("training", "grid", "reading", "memory"))
+        needs_cache = any(p in args.parts for p in ("training", "grid", "reading", "memory", "distributed"))
         cache = None
         if needs_cache:
             tag = f"{args.train_scale:g}-{dim}"
@@ -231,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(pkl_dir, ignore_errors=True)
             R["reading"] = rd
         shutil.rmtree(npy_dir, ignore_errors=True)
+        if "distributed" in args.parts:
+            from benchmarks.distributed import run_part
+
+            R["distributed"] = run_part(args, run, wd, cache)
         if cache and "grid" in args.parts:
             R["grid"] = run("grid", cache_path=cache, epochs=args.grid_epochs, folds=5)
         if cache and "memory" in args.parts:

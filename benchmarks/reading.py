@@ -3,10 +3,12 @@
 Every format yields, in one shuffled order, every utterance's frames as a float32 array
 ``(frames, 13, 768)``:
 
-* ``ours`` -- ``FeatureSet.to_packed()`` (the shards read once, sequentially, into one
-  float16 array) then the utterances in shuffled order, converted to float32 with numpy
-  (the estimators convert chunk by chunk inside the model instead); the two steps are also
-  timed apart (``read_seconds``, ``convert_seconds``);
+* ``ours`` -- ``FeatureSet.to_packed()`` (since issue 11 it loads nothing: its streams read
+  the shards in place, :mod:`featcache.frames`) then the utterances in shuffled order, each
+  copied out of the memory-mapped shards and converted to float32 with numpy (the
+  estimators read whole batches and convert chunk by chunk inside the model instead); the
+  two steps are also timed apart (``read_seconds``: making the packed view,
+  ``convert_seconds``: reading and converting);
 * ``ours_lazy`` -- ``X[i]`` in shuffled order (memory-mapped shard slices, stacked);
 * ``npy`` -- NAIVE: ``np.load`` of one float32 ``.npy`` per utterance
   (:func:`benchmarks.naive.read_npy_epoch`);
@@ -87,8 +89,8 @@ def _ours_epoch(cache_path: str, seed: int) -> dict:
     total = time.perf_counter() - t0
     return {
         "seconds": total,
-        "read_seconds": read,  # the shards into memory (float16, as stored): to_packed
-        "convert_seconds": total - read,  # every utterance, shuffled, to float32 (numpy)
+        "read_seconds": read,  # to_packed: opening the shards (no frame is loaded)
+        "convert_seconds": total - read,  # every utterance, shuffled, read in place and made float32
         "bytes": n_bytes,
         "stored_bytes": int(stream.data.nbytes),
     }

@@ -47,6 +47,14 @@ JOBS = {
     "grid": "benchmarks.grid:grid_job",
     "read_prepare_joblib": "benchmarks.reading:prepare_joblib_job",
     "read_epoch": "benchmarks.reading:read_job",
+    "bounded_build": "benchmarks.bounded:build_job",
+    "bounded_seq_read": "benchmarks.bounded:seq_read_job",
+    "bounded_epoch": "benchmarks.bounded:epoch_job",
+    "bounded_grid": "benchmarks.bounded:grid_job",
+    "bounded_runtime": "benchmarks.bounded:runtime_job",
+    "dist_extract": "benchmarks.distributed:extract_job",
+    "dist_equal": "benchmarks.distributed:equal_job",
+    "dist_grid": "benchmarks.distributed:grid_job",
 }
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 
-from cli.options import device_option, library_errors, n_jobs_option, precision_option, quiet_option
+from cli.options import cluster_options, device_option, library_errors, n_jobs_option, precision_option, quiet_option
 from estimators.protocols import list_protocols
 from estimators.registry import model_names
 
@@ -107,9 +107,10 @@ def _write_error(out: Path, e: OSError) -> str:
 @click.option("--average", type=click.IntRange(min=1), default=None, help="Average the weights of the N best epochs by validation score (Morais et al. average 5).")
 @allow_leakage_option
 @quiet_option()
+@cluster_options("the fits (folds x seeds x grid points)")
 @click.pass_context
 @library_errors
-def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec, grid, seeds, hidden, lr, dropout, batch_size, max_epochs, patience, max_frames, pooling, fusion, device, precision, out, overwrite, n_jobs, refit, average, allow_leakage, quiet):
+def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec, grid, seeds, hidden, lr, dropout, batch_size, max_epochs, patience, max_frames, pooling, fusion, device, precision, out, overwrite, n_jobs, refit, average, allow_leakage, quiet, scheduler, cluster):
     """Cross-validate a model by speaker, report UAR / WA / macro-F1, refit on all data and save it.
 
     Per fold: normaliser (fitted on the training fold) + estimator, in an sklearn Pipeline;
@@ -120,6 +121,8 @@ def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec
     """
     from estimators.experiment import Experiment
 
+    if scheduler or cluster:  # every fit a Dask task: absolute paths for the workers, all their threads
+        cache, n_jobs = _absolute_cache(cache), (-1 if n_jobs == 1 else n_jobs)
     exp = Experiment(
         cache=cache, features=features, model=model, target=target, loss=loss, normalize=normalize,
         label_map=label_map, cv=cv_spec, grid=grid, seeds=seeds, hidden=hidden, lr=lr, dropout=dropout,
@@ -127,7 +130,23 @@ def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec
         precision=precision, pooling=pooling, fusion=fusion, n_jobs=n_jobs, refit=refit, allow_leakage=allow_leakage,
         average_checkpoints=average, command=_command_line(ctx),
     )
-    _run_and_save(exp, out, overwrite, quiet)
+    if not (scheduler or cluster):
+        _run_and_save(exp, out, overwrite, quiet)
+        return
+    from estimators.distributed import dask_backend
+
+    with dask_backend(scheduler, cluster, caches=(cache,) if cache is not None else ()):
+        _run_and_save(exp, out, overwrite, quiet)
+
+
+def _absolute_cache(cache: Path | None) -> Path | None:
+    """``--cache`` as an absolute path (workers may not share this working directory); None: ./cache's one."""
+    if cache is not None:
+        return Path(cache).resolve()
+    from featcache.cache import find_caches
+
+    found = find_caches(Path("cache").resolve())
+    return Path(found[0]) if len(found) == 1 else None
 
 
 def _run_and_save(exp, out: Path | None, overwrite: bool, quiet: bool) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import device_option, library_errors, precision_option, quiet_option
+from cli.options import cluster_options, device_option, library_errors, precision_option, quiet_option
 
 FEATURES_DEFAULT = "wav2vec2,mfcc,logmel,spectrogram,egemaps"
 
@@ -58,13 +58,18 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace stores made with other parameters.")
 @click.option("--repair", is_flag=True, help="Verify every shard first and re-extract damaged ones.")
 @click.option("--name", default=None, help="Store folder name for the model's features (default: the model's short name).")
+@click.option("--layers", default=None, help="Model layers to keep, e.g. 0,6-12 (default: all hidden states).")
+@click.option("--frames", type=click.Choice(["all", "none"]), default="all", show_default=True,
+              help="none: the model's store keeps per-utterance statistics only (for pooled='mean').")
 @click.option("--shard-size", type=click.IntRange(min=1), default=256, show_default=True, help="Utterances per shard.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Threads for audio decoding and handcrafted features.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N utterances (a quick trial).")
 @click.option("--strict", is_flag=True, help="Exit with status 1 when any file failed.")
 @quiet_option()
+@cluster_options("the extraction")
 @library_errors
-def extract(corpus, data_dir, model, features, cache_dir, precision, device, max_seconds, overwrite, repair, name, shard_size, workers, limit, strict, quiet):
+def extract(corpus, data_dir, model, features, cache_dir, precision, device, max_seconds, overwrite, repair, name, layers, frames,
+            shard_size, workers, limit, strict, quiet, scheduler, cluster):
     """Extract features of every utterance of a corpus into CACHE-DIR/CORPUS/.
 
     Resumable: re-running the same command skips finished utterances. Exit status 0
@@ -74,6 +79,7 @@ def extract(corpus, data_dir, model, features, cache_dir, precision, device, max
     from featcache.corpora import get_corpus
     from featcache.download import default_data_dir
     from featcache.pipeline import build_extractors, extract as run_extract
+    from featcache.process import is_model
 
     get_corpus(corpus)  # unknown corpus: clear error before anything else
     _quiet_transformers()
@@ -86,12 +92,18 @@ def extract(corpus, data_dir, model, features, cache_dir, precision, device, max
                 f"{hint}point --data-dir at the corpus folder."
             )
     names = [f.strip() for f in features.split(",") if f.strip()]
-    extractors = build_extractors(names, model=model, precision=precision, device=device)
+    extractors = build_extractors(names, model=model, precision=precision, device=device, layers=layers)
     rename = {}
     if name:
         for ex in extractors:
-            if ex.n_layers > 1:
+            if is_model(ex):
                 rename[ex.store_name] = name
+    if scheduler or cluster:  # the same run, its work done by Dask workers (featcache.distributed)
+        import functools
+
+        from featcache.distributed import extract as on_cluster
+
+        run_extract = functools.partial(on_cluster, scheduler=scheduler, cluster=cluster)
     log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
     summary = run_extract(
         corpus,
@@ -106,6 +118,7 @@ def extract(corpus, data_dir, model, features, cache_dir, precision, device, max
         workers=workers,
         progress=not quiet,
         limit=limit,
+        frames=frames,
         log=log,
     )
     click.echo(
@@ -131,6 +144,7 @@ def extract(corpus, data_dir, model, features, cache_dir, precision, device, max
 def info(path, as_json):
     """Describe a corpus cache: utterances, stores, parameters, failures."""
     from featcache.reader import open_cache
+    from featcache.spec import format_layers
 
     out = open_cache(path).describe()
     stores = out["stores"]
@@ -142,10 +156,12 @@ def info(path, as_json):
     for p in out["problems"]:
         click.echo(f"left out: {p[0]} ({p[1]})")
     for name, s in stores.items():
+        kept = f" (layers {format_layers(s['layers'])} of {s['model_layers']})" if s["n_layers"] < s["model_layers"] else ""
         click.echo(
-            f"- {name}: {s['extractor']}, {s['n_layers']} layer(s) x {s['dim']} at {s['frame_rate']:g} frames/s "
+            f"- {name}: {s['extractor']}, {s['n_layers']} layer(s){kept} x {s['dim']} at {s['frame_rate']:g} frames/s "
             f"({s['dtype']}), {s['n_utterances']} utterances in {s['n_shards']} shard(s), "
             f"{_human_bytes(s['size_bytes'])}, failed {len(s['failed'])}"
+            + ("; statistics only (--frames none): select with pooled='mean'" if s["frames"] == "none" else "")
         )
         for uid, reason in sorted(s["failed"].items()):
             click.echo(f"    failed {uid}: {reason}")

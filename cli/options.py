@@ -15,7 +15,7 @@ import click
 
 from featcache.errors import FeatcacheError
 
-__all__ = ["device_option", "library_errors", "n_jobs_option", "precision_option", "quiet_option"]
+__all__ = ["cluster_options", "device_option", "library_errors", "n_jobs_option", "precision_option", "quiet_option"]
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -74,3 +74,38 @@ def quiet_option(help: str = "No progress bar."):
 
 def n_jobs_option(help: str = "Parallel jobs."):
     return click.option("--n-jobs", type=int, default=1, show_default=True, help=help)
+
+
+def _check_cluster(ctx, param, value):
+    """``--scheduler`` / ``--cluster``: a valid ``local:N``, and not both."""
+    if value is None:
+        return None
+    other = "cluster" if param.name == "scheduler" else "scheduler"
+    if ctx.params.get(other) is not None:
+        raise click.UsageError("give --scheduler ADDRESS or --cluster local:N, not both", ctx=ctx)
+    if param.name == "cluster":
+        from featcache.distributed import parse_cluster
+
+        try:
+            parse_cluster(value)
+        except ValueError:
+            raise click.BadParameter(f"must be local:N with N >= 1 worker processes; got {value!r}", ctx=ctx, param=param) from None
+    elif not value.strip():
+        raise click.BadParameter("must be a scheduler address such as tcp://10.0.0.5:8786", ctx=ctx, param=param)
+    return value
+
+
+def cluster_options(what: str):
+    """``--scheduler ADDRESS`` and ``--cluster local:N``: run ``what`` on a Dask cluster (both commands)."""
+
+    def decorate(fn):
+        fn = click.option(
+            "--cluster", default=None, metavar="local:N", callback=_check_cluster,
+            help=f"Run {what} on a Dask LocalCluster of N single-threaded worker processes here (one GPU each when there are several).",
+        )(fn)
+        return click.option(
+            "--scheduler", default=None, metavar="ADDRESS", callback=_check_cluster,
+            help=f"Run {what} on the Dask cluster of this scheduler (e.g. tcp://10.0.0.5:8786); workers must see the data and the cache at the same paths.",
+        )(fn)
+
+    return decorate

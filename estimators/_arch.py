@@ -56,7 +56,15 @@ SHARED_PARAMS_DOC = """\
     average_checkpoints : int or None, default=None
         N > 1: the final weights are the element-wise mean of those of the N epochs with
         the best validation score (the last N epochs without validation), as Morais et
-        al. (2022) average checkpoints; see :class:`estimators.CheckpointAveraging`."""
+        al. (2022) average checkpoints; see :class:`estimators.CheckpointAveraging`.
+    memory_budget : int, str or "auto", default="auto"
+        Memory the reading of a featcache FeatureSet may count on (bytes, or a size such as
+        ``"2GB"``): when the selected frames fit, batches are uniformly random; when they do
+        not, shards are streamed through a shuffle buffer of half the budget
+        (:mod:`featcache.frames`). ``"auto"``: ``$FEATCACHE_MEMORY_BUDGET``, else half the
+        available memory. Frames are read in place from the shards either way (never a
+        per-process copy of the store); the choice is in ``data_access_``. Arrays given
+        in memory are not affected."""
 
 FRAME_PARAMS_DOC = """\
     pooling : {"mean", "max", "first", "last", "attentive"}, default="mean"

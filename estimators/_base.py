@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from featcache.memory import parse_memory_budget, resolve_memory_budget
 from featcache.packed import Packed
 
 from ._batch import BatchPlan, stream_ratios
@@ -120,6 +121,11 @@ class BaseSequenceEstimator(TrainingLoop, BaseEstimator):
             not isinstance(cbs, (list, tuple)) or not all(isinstance(c, Callback) or callable(c) for c in cbs)
         ):
             raise ParameterError("callbacks", "None or a list of Callback objects or callables", cbs)
+        if "memory_budget" in p:
+            try:
+                parse_memory_budget(p["memory_budget"])
+            except ValueError as exc:
+                raise ParameterError("memory_budget", "'auto', a positive int of bytes or a size such as '2GB'", p["memory_budget"]) from exc
         n_avg = p.get("average_checkpoints")
         if n_avg is not None and not is_int(n_avg):
             raise ParameterError("average_checkpoints", "None or a positive int (epochs averaged)", n_avg)
@@ -228,7 +234,21 @@ class BaseSequenceEstimator(TrainingLoop, BaseEstimator):
             )
 
     def _plan(self, packed: Packed, device: torch.device) -> BatchPlan:
-        return BatchPlan(packed, list(self.stream_ratios_), self.max_frames, device)
+        budget, source = resolve_memory_budget(getattr(self, "memory_budget", "auto"))
+        plan = BatchPlan(packed, list(self.stream_ratios_), self.max_frames, device, memory_budget=budget)
+        plan.access["budget_from"] = source
+        return plan
+
+    def _record_access(self, plan: BatchPlan) -> None:
+        """``data_access_``: how the training frames were read (and say it when verbose)."""
+        self.data_access_ = dict(plan.access)
+        a = self.data_access_
+        if self.verbose and a["mode"] != "memory":
+            how = ("uniform random batches (the selection fits)" if a["mode"] == "random"
+                   else f"shard-buffered shuffle, windows of {a['window_bytes'] / 2**30:.2f} GiB")
+            print(f"[{type(self).__name__}] reading {a['selection_bytes'] / 2**30:.2f} GiB of stored frames "
+                  f"from {a['shards']} shard(s) in place: {how}; memory budget "
+                  f"{a['budget_bytes'] / 2**30:.2f} GiB ({a['budget_from']})")
 
     # ------------------------------------------------------------------ steps
     def _make_module(self, config: dict) -> torch.nn.Module:
@@ -308,6 +328,7 @@ class BaseSequenceEstimator(TrainingLoop, BaseEstimator):
             self.module_ = self._make_module(self.module_config_).to(device)
             optimizer = self._make_optimizer(self.module_)
             plan = self._plan(packed, device)
+            self._record_access(plan)
             tt = self._targets_tensor(targets, device)
             valid = None
             if valid_packed is not None:

@@ -21,12 +21,14 @@ A stream's lazy normalisation (``norm_shift``, ``norm_scale``, ``norm_group``; s
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import torch
 
+from featcache.frames import ShardFrames, shard_buffered_order
 from featcache.packed import Packed
 
 from ._ops import Norm
@@ -162,11 +164,21 @@ class BatchPlan:
         Where the index tensors of the batches are put.
     """
 
-    def __init__(self, packed: Packed, ratios: list[int], max_frames: int | None, device: torch.device) -> None:
+    def __init__(
+        self,
+        packed: Packed,
+        ratios: list[int],
+        max_frames: int | None,
+        device: torch.device,
+        memory_budget: int | None = None,
+    ) -> None:
         self.packed = packed
         self.ratios = list(ratios)
         self.device = device
-        self.sources = [as_tensor(s.data) for s in packed.streams]
+        # in-memory arrays are shared as tensors; stored frames are read batch by batch
+        self.sources = [s.data if isinstance(s.data, ShardFrames) else as_tensor(s.data) for s in packed.streams]
+        self._buffers: dict[tuple[int, int], np.ndarray] = {}  # (stream, slot) -> reused read buffer
+        self._warm = False
         self.norms = [
             None if s.norm_group is None else Norm.from_arrays(s.norm_shift, s.norm_scale)
             for s in packed.streams
@@ -179,12 +191,36 @@ class BatchPlan:
             out = np.minimum(out, int(max_frames))
         self.out_lengths = out.astype(np.int64)
         self.counts = [np.minimum(lk, self.out_lengths * r) for lk, r in zip(lens, self.ratios)]
+        self.access = self._choose_access(memory_budget)
+
+    def _choose_access(self, budget: int | None) -> dict:
+        """How the utterances are visited: ``memory`` (arrays in memory), ``random`` (stored
+        frames whose selection fits in ``budget``: uniform random batches) or ``stream``
+        (shard-buffered shuffle, see :func:`featcache.frames.shard_buffered_order`)."""
+        backed = [k for k, src in enumerate(self.sources) if isinstance(src, ShardFrames)]
+        if not backed:
+            return {"mode": "memory"}
+        selection = int(sum(int(self.counts[k].sum()) * self.sources[k].row_bytes for k in backed))
+        budget = int(budget) if budget is not None else selection
+        self._lead = self.sources[backed[0]]  # its shards decide the visiting order
+        self._parts = self._lead.part_of(self.starts[backed[0]])
+        self._nbytes = sum(self.counts[k] * self.sources[k].row_bytes for k in backed)
+        mode = "random" if selection <= budget else "stream"
+        return {"mode": mode, "selection_bytes": selection, "budget_bytes": budget,
+                "window_bytes": None if mode == "random" else max(budget // 2, 1),
+                "shards": int(len(np.unique(self._parts)))}
 
     def __len__(self) -> int:
         return len(self.out_lengths)
 
-    def batch(self, index: np.ndarray) -> Batch:
-        """The batch of the utterances at ``index`` (positions in the Packed)."""
+    def batch(self, index: np.ndarray, reuse: int | None = None) -> Batch:
+        """The batch of the utterances at ``index`` (positions in the Packed).
+
+        With ``reuse`` (a slot number), frames read from the shards go into a buffer the
+        plan keeps for that slot, so a batch is valid only until the slot is reused
+        (:meth:`iter_batches` alternates two slots: one batch is read ahead while the
+        previous one trains).
+        """
         idx = np.asarray(index, dtype=np.int64)
         dev = self.device
         lengths_np = self.out_lengths[idx]
@@ -203,12 +239,47 @@ class BatchPlan:
                 raw_to_out = torch.from_numpy(r2o).to(dev)
                 out_counts = torch.from_numpy(np.bincount(r2o, minlength=total).astype(np.float32)).to(dev)
             groups = None if self.groups[k] is None else self.groups[k][idx]
+            if isinstance(source, ShardFrames):
+                source, starts = self._read(k, starts, counts, reuse)
             streams.append(StreamSlice(source, starts, counts, r, raw_to_out, out_counts, self.norms[k], groups))
         lengths = torch.from_numpy(lengths_np).to(dev)
         offsets = torch.from_numpy(offsets_np).to(dev)
         seg_ids = torch.repeat_interleave(torch.arange(len(idx), device=dev), lengths)
         ids = None if self.packed.ids is None else np.asarray(self.packed.ids)[idx]
         return Batch(idx, streams, lengths, offsets, seg_ids, ids)
+
+    def _read(self, k: int, starts: np.ndarray, counts: np.ndarray, reuse: int | None) -> tuple[torch.Tensor, np.ndarray]:
+        """Rows of stream ``k`` copied from the shards: (tensor (rows, L, D), new starts)."""
+        src: ShardFrames = self.sources[k]
+        out = None
+        if reuse is not None:
+            need = int(counts.sum()) * src.shape[1] * src.shape[2]
+            buf = self._buffers.get((k, reuse))
+            if buf is None or buf.size < need:
+                grown = max(need, int(1.25 * (0 if buf is None else buf.size)))
+                buf = self._buffers[(k, reuse)] = np.empty(grown, src.dtype)
+            out = buf
+        frames = src.read(starts, counts, out=out)
+        local = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        return as_tensor(frames), local
+
+    def epoch_order(self, index: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """The shuffled visiting order of ``index`` for one epoch, as windows of positions
+        (one window unless the access mode is ``stream``)."""
+        index = np.asarray(index, dtype=np.int64)
+        if self.access["mode"] != "stream":
+            return [index[rng.permutation(len(index))]]
+        windows = shard_buffered_order(self._parts[index], self._nbytes[index], self.access["window_bytes"], rng)
+        return [index[w] for w in windows]
+
+    def _advise(self, positions: np.ndarray) -> None:
+        """Ask the kernel to read ahead the shards of the utterances at ``positions``."""
+        if self.access["mode"] == "memory" or not len(positions):
+            return
+        parts = np.unique(self._parts[positions])
+        for src in self.sources:
+            if isinstance(src, ShardFrames) and src.n_parts == self._lead.n_parts:
+                src.advise(parts)
 
     def iter_batches(
         self,
@@ -224,16 +295,49 @@ class BatchPlan:
         index : ndarray of shape (n,)
         batch_size : int
         rng : Generator or None
-            Shuffle ``index`` first when given.
+            Shuffle when given (:meth:`epoch_order`: uniformly, or shard-buffered in the
+            ``stream`` access mode); else ``index`` is visited in its order.
         merge_singleton : bool
             Append a last batch of one utterance to the previous batch (batch
             normalisation and the CCC loss need two or more).
+
+        Yields
+        ------
+        Batch
+            Valid until the one after the next is made (frames read from the shards go
+            into two alternating buffers; the next batch is read ahead in a thread).
         """
         index = np.asarray(index, dtype=np.int64)
-        if rng is not None:
-            index = index[rng.permutation(len(index))]
-        bounds = list(range(0, len(index), batch_size)) + [len(index)]
+        windows = [index] if rng is None else self.epoch_order(index, rng)
+        if self.access["mode"] == "random" and rng is not None and not self._warm:
+            self._advise(index)  # the whole selection fits: let the kernel read it ahead once
+            self._warm = True
+        order = np.concatenate(windows)
+        ends = np.cumsum([len(w) for w in windows])
+        bounds = list(range(0, len(order), batch_size)) + [len(order)]
         if merge_singleton and len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
             del bounds[-2]
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            yield self.batch(index[a:b])
+        state = {"advised": 0 if len(windows) > 1 else len(windows)}  # windows announced to the kernel
+
+        def make(j: int) -> Batch:
+            a, b = bounds[j], bounds[j + 1]
+            current = int(np.searchsorted(ends, a, side="right"))
+            while state["advised"] < len(windows) and state["advised"] <= current + 1:  # this window and the next
+                self._advise(windows[state["advised"]])
+                state["advised"] += 1
+            return self.batch(order[a:b], reuse=j % 2)
+
+        n = len(bounds) - 1
+        if self.access["mode"] == "memory" or n < 2:
+            for j in range(n):
+                yield make(j)
+            return
+        # frames read from the shards: read the next batch while this one trains (the reads
+        # are system calls and memory copies that release the GIL)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="featcache-read") as pool:
+            ahead = pool.submit(make, 0)
+            for j in range(n):
+                current = ahead.result()
+                if j + 1 < n:
+                    ahead = pool.submit(make, j + 1)
+                yield current

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils import check_array
 
+from featcache.frames import ShardFrames
 from featcache.packed import Packed, Stream
 from featcache.params import canonical, param_differences
 
@@ -249,8 +250,11 @@ def _validate_packed(packed: Packed) -> None:
     if n < 1:
         raise InputError("X holds 0 utterances; at least 1 is required")
     for k, s in enumerate(packed.streams):
-        if not isinstance(s.data, np.ndarray):
-            raise InputError(f"stream {k} ({s.name!r}): data must be a numpy array; got {type(s.data).__name__}")
+        if not isinstance(s.data, (np.ndarray, ShardFrames)):
+            raise InputError(
+                f"stream {k} ({s.name!r}): data must be a numpy array or a featcache ShardFrames; "
+                f"got {type(s.data).__name__}"
+            )
         if s.data.ndim != 3:
             raise InputError(
                 f"stream {k} ({s.name!r}): data must have shape (total_frames, n_layers, dim); "

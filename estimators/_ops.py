@@ -12,8 +12,8 @@ kept between forward and backward.
 Lazy normalisation (``Stream.norm_shift/norm_scale/norm_group``, see
 :mod:`featcache.packed`) is applied to every chunk after conversion by
 :func:`featcache.packed.apply_normalization` (``x' = (x - shift[g]) * inv[g]``, the same
-function and float32 terms as :meth:`featcache.packed.Stream.gather`); the backward pass uses
-``sum_fd x' g = sum_d inv[l,d] (sum_f x g)[l,d] - sum_d (shift inv)[l,d] (sum_f g)[d]``.
+function and float32 terms as :meth:`featcache.packed.Stream.gather`); see
+:class:`_MixLayersCPU` for the two memory layouts and their backward passes.
 
 On CUDA devices the frames are gathered on the host, moved, converted and normalised on
 the device and combined with plain differentiable torch operations.
@@ -70,62 +70,110 @@ def _chunks(starts: np.ndarray, counts: np.ndarray) -> list[tuple[int, int, int,
 
 
 class _MixLayersCPU(torch.autograd.Function):
-    """out[f] = sum_l w[l] * norm(source[row(f), l])  (CPU, chunked, float32 output)."""
+    """out[f] = sum_l w[l] * norm(source[row(f), l])  (CPU, chunked, float32 output).
+
+    Two layouts of ``source`` (T, L, D), each read chunk by chunk into a small reused
+    float32 buffer:
+
+    * frame-major (a C-contiguous array, frames given in memory): the chunk ``(rows, L, D)``
+      is converted in place and mixed with a batched product ``w @ x``; the backward pass
+      uses ``sum_fd x' g = sum_d inv (sum_f x g) - sum_d (shift inv) (sum_f g)``;
+    * layer-major (a transposed view of an ``(L, T, D)`` buffer: the batches of frames read
+      from the shards, :class:`estimators._batch.BatchPlan`): the chunk is ``(L, rows * D)``
+      and mixing is one matrix-vector product, as is the weight gradient ``x @ g``; a
+      float32 un-normalised chunk is used in place.
+    """
 
     @staticmethod
     def forward(ctx, weights, source, starts, counts, norm, groups):  # type: ignore[override]
-        n_layers, dim = source.shape[1], source.shape[2]
-        out = torch.empty(int(counts.sum()), dim, dtype=torch.float32)
+        out = torch.empty(int(counts.sum()), source.shape[2], dtype=torch.float32)
         pieces = _chunks(starts, counts)
         w = weights.detach().to(torch.float32)
-        direct = source.dtype == torch.float32 and norm is None
-        buf = None if direct else torch.empty(CHUNK_FRAMES * n_layers * dim, dtype=torch.float32)
         grp = None if norm is None else groups.tolist()
+        buf = torch.empty(CHUNK_FRAMES * source.shape[1] * source.shape[2], dtype=torch.float32)
+        major = _layer_major_source(source)
         with torch.autocast("cpu", enabled=False):
             for s, o, m, b in pieces:
-                x = source[s : s + m]
-                if not direct:
-                    t = buf[: m * n_layers * dim].view(m, n_layers, dim)
-                    t.copy_(x)
-                    if norm is not None:
-                        g = grp[b]
-                        apply_normalization(t, norm.shift[g], norm.inv[g])
-                    x = t
-                torch.matmul(w, x, out=out[o : o + m])
-        ctx.source = source
-        ctx.pieces = pieces
-        ctx.norm = norm
-        ctx.groups = grp
+                if major:
+                    x = _layer_major(source, s, m, buf, norm, grp, b)
+                    torch.matmul(w.unsqueeze(0), x, out=out[o : o + m].view(1, -1))
+                else:
+                    torch.matmul(w, _frame_major(source, s, m, buf, norm, grp, b), out=out[o : o + m])
+        ctx.source, ctx.pieces, ctx.norm, ctx.groups, ctx.major = source, pieces, norm, grp, major
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        source, norm, grp = ctx.source, ctx.norm, ctx.groups
-        n_layers, dim = source.shape[1], source.shape[2]
         grad_w = None
         if ctx.needs_input_grad[0]:
             g = grad_out.to(torch.float32).contiguous()
-            tmp = torch.empty(CHUNK_FRAMES * n_layers * dim, dtype=torch.float32)
-            part = torch.empty(n_layers, dim, dtype=torch.float32)
-            acc = torch.zeros(n_layers, dim, dtype=torch.float64)
             with torch.autocast("cpu", enabled=False):
-                for s, o, m, b in ctx.pieces:
-                    t = tmp[: m * n_layers * dim].view(m, n_layers, dim)
-                    x = source[s : s + m]
-                    if x.dtype == torch.float64:
-                        x = x.to(torch.float32)
-                    gc = g[o : o + m]
-                    torch.mul(x, gc.unsqueeze(1), out=t)
-                    # reducing over the leading axis streams; sum((0, 2)) is much slower
-                    torch.sum(t, dim=0, out=part)
-                    if norm is None:
-                        acc += part
-                    else:
-                        k = grp[b]
-                        acc += part * norm.inv[k] + gc.sum(0) * norm.neg_shift_inv[k]
-            grad_w = acc.sum(dim=1).to(torch.float32)
+                grad_w = (_grad_layer_major if ctx.major else _grad_frame_major)(ctx, g)
         ctx.source = ctx.norm = None
         return grad_w, None, None, None, None, None
+
+
+def _layer_major_source(source: torch.Tensor) -> bool:
+    """True for a (T, L, D) view of an (L, T, D) buffer (layers outermost in memory)."""
+    st = source.stride()
+    return source.shape[1] > 1 and st[2] == 1 and st[0] == source.shape[2] and st[1] >= source.shape[0] * source.shape[2]
+
+
+def _frame_major(source, s, m, buf, norm, grp, b) -> torch.Tensor:
+    """Rows ``s:s+m`` of a frame-major source as float32 (m, L, D), normalised."""
+    x = source[s : s + m]
+    if source.dtype == torch.float32 and norm is None:
+        return x
+    t = buf[: x.numel()].view(x.shape)
+    t.copy_(x)
+    if norm is not None:
+        apply_normalization(t, norm.shift[grp[b]], norm.inv[grp[b]])
+    return t
+
+
+def _layer_major(source, s, m, buf, norm, grp, b) -> torch.Tensor:
+    """Rows ``s:s+m`` of a layer-major source as float32 (L, m * D), normalised."""
+    n_layers, dim = source.shape[1], source.shape[2]
+    x = source[s : s + m].permute(1, 0, 2)
+    if source.dtype == torch.float32 and norm is None:
+        return x.reshape(n_layers, m * dim)  # a view: rows of one layer are contiguous
+    t = buf[: n_layers * m * dim].view(n_layers, m, dim)
+    t.copy_(x)
+    if norm is not None:
+        apply_normalization(t, norm.shift[grp[b]].unsqueeze(1), norm.inv[grp[b]].unsqueeze(1))
+    return t.view(n_layers, m * dim)
+
+
+def _grad_layer_major(ctx, g: torch.Tensor) -> torch.Tensor:
+    source = ctx.source
+    buf = torch.empty(CHUNK_FRAMES * source.shape[1] * source.shape[2], dtype=torch.float32)
+    acc = torch.zeros(source.shape[1], dtype=torch.float64)
+    for s, o, m, b in ctx.pieces:
+        acc += torch.mv(_layer_major(source, s, m, buf, ctx.norm, ctx.groups, b), g[o : o + m].reshape(-1))
+    return acc.to(torch.float32)
+
+
+def _grad_frame_major(ctx, g: torch.Tensor) -> torch.Tensor:
+    source, norm, grp = ctx.source, ctx.norm, ctx.groups
+    n_layers, dim = source.shape[1], source.shape[2]
+    tmp = torch.empty(CHUNK_FRAMES * n_layers * dim, dtype=torch.float32)
+    part = torch.empty(n_layers, dim, dtype=torch.float32)
+    acc = torch.zeros(n_layers, dim, dtype=torch.float64)
+    for s, o, m, b in ctx.pieces:
+        t = tmp[: m * n_layers * dim].view(m, n_layers, dim)
+        x = source[s : s + m]
+        if x.dtype == torch.float64:
+            x = x.to(torch.float32)
+        gc = g[o : o + m]
+        torch.mul(x, gc.unsqueeze(1), out=t)
+        # reducing over the leading axis streams; sum((0, 2)) is much slower
+        torch.sum(t, dim=0, out=part)
+        if norm is None:
+            acc += part
+        else:
+            k = grp[b]
+            acc += part * norm.inv[k] + gc.sum(0) * norm.neg_shift_inv[k]
+    return acc.sum(dim=1).to(torch.float32)
 
 
 def _gather_rows(source: torch.Tensor, starts: np.ndarray, counts: np.ndarray) -> torch.Tensor:

@@ -55,6 +55,7 @@ class DenseClassifier(DenseArch, ClassifierBase):
         verbose: int = 0,
         callbacks: list[Callable] | None = None,
         average_checkpoints: int | None = None,
+        memory_budget: int | str = "auto",
     ) -> None:
         self.layer_weighting = layer_weighting
         self.pooling = pooling
@@ -72,6 +73,7 @@ class DenseClassifier(DenseArch, ClassifierBase):
         self.verbose = verbose
         self.callbacks = callbacks
         self.average_checkpoints = average_checkpoints
+        self.memory_budget = memory_budget
 
 
 class LSTMClassifier(LSTMArch, ClassifierBase):
@@ -110,6 +112,7 @@ class LSTMClassifier(LSTMArch, ClassifierBase):
         verbose: int = 0,
         callbacks: list[Callable] | None = None,
         average_checkpoints: int | None = None,
+        memory_budget: int | str = "auto",
     ) -> None:
         self.layer_weighting = layer_weighting
         self.pooling = pooling
@@ -128,6 +131,7 @@ class LSTMClassifier(LSTMArch, ClassifierBase):
         self.verbose = verbose
         self.callbacks = callbacks
         self.average_checkpoints = average_checkpoints
+        self.memory_budget = memory_budget
 
 
 class CNNClassifier(CNNArch, ClassifierBase):
@@ -172,6 +176,7 @@ class CNNClassifier(CNNArch, ClassifierBase):
         verbose: int = 0,
         callbacks: list[Callable] | None = None,
         average_checkpoints: int | None = None,
+        memory_budget: int | str = "auto",
     ) -> None:
         self.layer_weighting = layer_weighting
         self.max_frames = max_frames
@@ -191,6 +196,7 @@ class CNNClassifier(CNNArch, ClassifierBase):
         self.verbose = verbose
         self.callbacks = callbacks
         self.average_checkpoints = average_checkpoints
+        self.memory_budget = memory_budget
 
 
 class FusionClassifier(FusionArch, ClassifierBase):
@@ -236,6 +242,7 @@ class FusionClassifier(FusionArch, ClassifierBase):
         verbose: int = 0,
         callbacks: list[Callable] | None = None,
         average_checkpoints: int | None = None,
+        memory_budget: int | str = "auto",
     ) -> None:
         self.layer_weighting = layer_weighting
         self.pooling = pooling
@@ -254,6 +261,7 @@ class FusionClassifier(FusionArch, ClassifierBase):
         self.verbose = verbose
         self.callbacks = callbacks
         self.average_checkpoints = average_checkpoints
+        self.memory_budget = memory_budget
 
 
 class ECAPAClassifier(ECAPAArch, ClassifierBase):
@@ -298,6 +306,7 @@ class ECAPAClassifier(ECAPAArch, ClassifierBase):
         verbose: int = 0,
         callbacks: list[Callable] | None = None,
         average_checkpoints: int | None = None,
+        memory_budget: int | str = "auto",
     ) -> None:
         self.layer_weighting = layer_weighting
         self.channels = channels
@@ -318,3 +327,4 @@ class ECAPAClassifier(ECAPAArch, ClassifierBase):
         self.verbose = verbose
         self.callbacks = callbacks
         self.average_checkpoints = average_checkpoints
+        self.memory_budget = memory_budget

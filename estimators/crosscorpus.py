@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from featcache.corpora import HARMONISE, harmonise_labels
+from featcache.frames import ShardFrames
 from featcache.packed import Packed, Stream
 
 from .errors import ParameterError
@@ -187,6 +188,22 @@ def cross_corpus_sets(train_cache, test_cache, features: str) -> CrossCorpusData
     )
 
 
+def _union_stream(parts: list[Stream]) -> Stream:
+    """One stream over the utterances of several: shards read in place when every part
+    reads its shards (FeatureSets), else the frames concatenated in their stored dtype."""
+    first = parts[0]
+    if all(isinstance(p.data, ShardFrames) and p.norm_group is None for p in parts):
+        data = ShardFrames.concat([p.data for p in parts])
+        shift = np.concatenate([[0], np.cumsum([p.data.shape[0] for p in parts])[:-1]])
+        starts = np.concatenate([p.starts + o for p, o in zip(parts, shift)]).astype(np.int64)
+        lengths = np.concatenate([p.lengths for p in parts]).astype(np.int64)
+        return Stream(data, starts, lengths, first.name, first.frame_rate)
+    gathered = [p.gather(np.arange(p.n_utterances), dtype=p.data.dtype) for p in parts]
+    lengths = np.concatenate([n for _, n in gathered])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return Stream(np.concatenate([f for f, _ in gathered]), starts, lengths, first.name, first.frame_rate)
+
+
 @dataclass
 class CorpusUnion(Packed):
     """The utterances of several corpus caches as one training set (a :class:`Packed`).
@@ -207,7 +224,7 @@ class CorpusUnion(Packed):
 
     @classmethod
     def of(cls, sets: list, corpora: list[str]) -> "CorpusUnion":
-        """Concatenate FeatureSets of the same features (frames copied, in their stored dtype)."""
+        """Concatenate FeatureSets of the same features (their shards read in place, nothing copied)."""
         from featcache.params import param_differences
 
         first = sets[0].describe()
@@ -221,10 +238,7 @@ class CorpusUnion(Packed):
         packs = [X.to_packed() for X in sets]
         streams = []
         for k, st0 in enumerate(packs[0].streams):
-            parts = [p.streams[k].gather(np.arange(len(p)), dtype=p.streams[k].data.dtype) for p in packs]
-            lengths = np.concatenate([lengths for _, lengths in parts])
-            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-            streams.append(Stream(np.concatenate([f for f, _ in parts]), starts, lengths, st0.name, st0.frame_rate))
+            streams.append(_union_stream([p.streams[k] for p in packs]))
         tables = []
         for X, name in zip(sets, corpora):
             t = X.table.copy()

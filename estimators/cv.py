@@ -165,6 +165,9 @@ class FoldResult:
     best_epoch, n_epochs : int or None
     n_train : int
     pipeline : fitted Pipeline (only with ``keep_pipeline=True``)
+    data_access : dict or None
+        How the estimator read its training frames (its ``data_access_``: access mode,
+        bytes selected, memory budget), None for estimators that do not say.
     """
 
     def __init__(self, seed, fold, test_index, y_pred, best_params, layer_weights, best_epoch, n_epochs, n_train, pipeline=None,
@@ -180,6 +183,7 @@ class FoldResult:
         self.n_train = n_train
         self.pipeline = pipeline
         self.stream_layer_weights = stream_layer_weights
+        self.data_access = None
 
 
 def _strip(params: dict) -> dict:
@@ -228,13 +232,15 @@ def _one_fold(make_pipeline, X, y, groups, train, test, seed, fold, param_grid, 
     y_pred = pipe.predict(X[test]) if len(test) else np.asarray([])
     lw = getattr(est, "layer_weights_", None)
     slw = getattr(est, "stream_layer_weights_", None)
-    return FoldResult(
+    result = FoldResult(
         seed, fold, np.asarray(test), np.asarray(y_pred), best_params,
         None if lw is None else [float(v) for v in np.ravel(lw)],
         getattr(est, "best_epoch_", None), getattr(est, "n_epochs_", None), len(train),
         pipe if keep_pipeline else None,
         None if slw is None else [None if w is None else [float(v) for v in np.ravel(w)] for w in slw],
     )
+    result.data_access = getattr(est, "data_access_", None)
+    return result
 
 
 def run_folds(
@@ -312,8 +318,12 @@ def _fit_tasks(fit: Callable[..., FoldResult], tasks: list[tuple], n_jobs: int |
         return results
     from joblib import Parallel, delayed
 
+    from .distributed import dask_is_active
+
+    # on Dask the grid points of each fold are tasks too (joblib's nested Dask backend)
+    grid_jobs = None if dask_is_active() else 1
     gen = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-        delayed(fit)(train=tr, test=te, seed=s, fold=f, grid_jobs=1, valid=va) for s, f, tr, te, va in tasks
+        delayed(fit)(train=tr, test=te, seed=s, fold=f, grid_jobs=grid_jobs, valid=va) for s, f, tr, te, va in tasks
     )
     results = []
     for r in gen:

@@ -87,7 +87,8 @@ class Experiment:
         Average the weights of the N best epochs (named models; see
         :class:`estimators.CheckpointAveraging`).
     n_jobs : int
-        Parallel fits (folds x seeds, or grid points with one fold).
+        Parallel fits (folds x seeds, or grid points with one fold); ``-1`` under joblib's
+        Dask backend (:mod:`estimators.distributed`): every fit a Dask task, grid points too.
     refit : bool
         Fit the final model on all the data (``False``: evaluation only).
     allow_leakage : str, list of str or None

@@ -151,6 +151,7 @@ class DenseRegressor(DenseArch, _RegressorBase):
         verbose: int = 0,
         callbacks: list[Callable] | None = None,
         average_checkpoints: int | None = None,
+        memory_budget: int | str = "auto",
     ) -> None:
         self.loss = loss
         self.layer_weighting = layer_weighting
@@ -169,6 +170,7 @@ class DenseRegressor(DenseArch, _RegressorBase):
         self.verbose = verbose
         self.callbacks = callbacks
         self.average_checkpoints = average_checkpoints
+        self.memory_budget = memory_budget
 
 
 class LSTMRegressor(LSTMArch, _RegressorBase):
@@ -206,6 +208,7 @@ class LSTMRegressor(LSTMArch, _RegressorBase):
         verbose: int = 0,
         callbacks: list[Callable] | None = None,
         average_checkpoints: int | None = None,
+        memory_budget: int | str = "auto",
     ) -> None:
         self.loss = loss
         self.layer_weighting = layer_weighting
@@ -225,6 +228,7 @@ class LSTMRegressor(LSTMArch, _RegressorBase):
         self.verbose = verbose
         self.callbacks = callbacks
         self.average_checkpoints = average_checkpoints
+        self.memory_budget = memory_budget
 
 
 class ECAPARegressor(ECAPAArch, _RegressorBase):
@@ -263,6 +267,7 @@ class ECAPARegressor(ECAPAArch, _RegressorBase):
         verbose: int = 0,
         callbacks: list[Callable] | None = None,
         average_checkpoints: int | None = None,
+        memory_budget: int | str = "auto",
     ) -> None:
         self.loss = loss
         self.layer_weighting = layer_weighting
@@ -284,3 +289,4 @@ class ECAPARegressor(ECAPAArch, _RegressorBase):
         self.verbose = verbose
         self.callbacks = callbacks
         self.average_checkpoints = average_checkpoints
+        self.memory_budget = memory_budget

@@ -4,7 +4,9 @@
 
 * ``report.json`` -- scores (``metrics``: mean ± std over seeds of the pooled scores),
   ``per_fold`` rows, confusion matrix, layer weights, chosen grid parameters, the model,
-  normalisation, cv, seeds, features, versions (see :mod:`estimators.report`);
+  normalisation, cv, seeds, features, versions (see :mod:`estimators.report`), and
+  ``data_access``: how the frames were read (``memory`` / ``random`` / ``stream``, the memory
+  budget and bytes selected; see :mod:`featcache.frames`);
 * ``predictions.csv`` -- one row per test utterance, seed and fold;
 * ``confusion.png`` (classification) and ``layer_weights.png``;
 * ``model/`` (only with a refit) -- the final model (:func:`estimators.save_model`) and its
@@ -219,6 +221,19 @@ def _stream_layer_weights(results: list, n_streams: int) -> list | None:
     return [None if any(f[k] is None for f in fits) else [f[k] for f in fits] for k in range(n_streams)]
 
 
+def _data_access(final_est, results) -> dict | None:
+    """How frames were read: the access mode of every fit (``memory``, ``random`` or
+    ``stream``, see :mod:`featcache.frames`), with the budget and bytes of the final fit (or
+    of the first fold without a refit)."""
+    fits = [r.data_access for r in results if getattr(r, "data_access", None)]
+    final = getattr(final_est, "data_access_", None)
+    if not fits and final is None:
+        return None
+    out = dict(final if final is not None else fits[0])
+    out["modes"] = sorted({a["mode"] for a in fits + ([final] if final else [])})
+    return out
+
+
 def build_result(exp, data, kind, est0, param_grid, splits, seeds, results, summary, final, evaluation, notes, seconds) -> ExperimentResult:
     """Assemble the report (the keys and order of ``report.json``) and the result."""
     from . import report as rep
@@ -259,6 +274,7 @@ def build_result(exp, data, kind, est0, param_grid, splits, seeds, results, summ
         "n_utterances": int(len(X)),
         "n_speakers": int(len(np.unique(data.groups))),
         "leakage": getattr(data, "leakage", None),
+        "data_access": _data_access(est if final is not None else None, results),
         "model_dir": None,
     }
     if data.cross is not None:

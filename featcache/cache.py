@@ -97,8 +97,9 @@ class FeatureCache:
         dict
             ``path, corpus, data_dir, n_utterances, n_speakers, labels {label: count},
             problems [[path, reason]], dropped {label: count}, stores {name: {extractor,
-            n_layers, dim, frame_rate, dtype, n_utterances, n_shards, n_frames, size_bytes,
-            params, pipeline, versions, created, failed}}``.
+            n_layers, layers (the model layer numbers kept), model_layers, frames ("all", or
+            "none" for statistics only), dim, frame_rate, dtype, n_utterances, n_shards,
+            n_frames, size_bytes, params, pipeline, versions, created, failed}}``.
         """
         stores = {}
         for name, r in self.stores.items():
@@ -106,6 +107,9 @@ class FeatureCache:
             stores[name] = {
                 "extractor": ext.get("name"),
                 "n_layers": r.n_layers,
+                "layers": list(r.layer_numbers),
+                "model_layers": r.model_layers,
+                "frames": "all" if r.has_frames else "none",
                 "dim": r.dim,
                 "frame_rate": r.frame_rate,
                 "dtype": r.dtype.name,
@@ -156,7 +160,8 @@ class FeatureCache:
         pooled : {"mean"}, optional
             Return a plain ndarray of shape (n_utterances, n_layers * dim) (streams
             concatenated) instead of a FeatureSet; computed from the stored per-utterance
-            sums when ``max_frames`` is None (no frame is read).
+            sums when ``max_frames`` is None (no frame is read). The only way to select a
+            statistics-only store (``--frames none``).
         label_map : str or dict, optional
             A name from :data:`featcache.corpora.LABEL_MAPS` (e.g. ``"ravdess7"``) or a mapping.
         """
@@ -170,6 +175,8 @@ class FeatureCache:
             raise SpecError(f"{', '.join(sorted(audio))}: only for select('audio'), not for a feature spec ({spec!r})")
         streams = parse_spec(spec, self.stores)
         for name in dict.fromkeys(s.store for s in streams):
+            if not self.stores[name].has_frames and (pooled != "mean" or max_frames is not None):
+                raise SpecError(self.stores[name].statistics_only_message)
             self._warn_incomplete(name)
         ids = [uid for uid in self.utterances["id"] if all(uid in self.stores[s.store] for s in streams)]
         from featcache.reader import FeatureSet  # the reader builds on this module

@@ -69,9 +69,11 @@ class Stream:
 
     Attributes
     ----------
-    data : ndarray of shape (total_frames, n_layers, dim)
+    data : ndarray or featcache.frames.ShardFrames of shape (total_frames, n_layers, dim)
         Frames of utterances, concatenated (float16 or float32); may hold more
-        utterances than this stream refers to.
+        utterances than this stream refers to. A :class:`~featcache.frames.ShardFrames`
+        (what :meth:`featcache.reader.FeatureSet.to_packed` gives) reads the shards in
+        place: only the rows gathered are ever copied.
     starts : ndarray of shape (n_utterances,), int64
         First row of each utterance in ``data``.
     lengths : ndarray of shape (n_utterances,), int64
@@ -129,7 +131,9 @@ class Stream:
         index = np.asarray(index, dtype=np.int64)
         starts, lengths = self.starts[index], self.lengths[index]
         total = int(lengths.sum())
-        if len(index) == 1 or np.all(starts[1:] == starts[:-1] + lengths[:-1]):
+        if not isinstance(self.data, np.ndarray):  # a ShardFrames: read in place
+            out = np.ascontiguousarray(self.data.read(starts, lengths), dtype=dtype)
+        elif len(index) == 1 or np.all(starts[1:] == starts[:-1] + lengths[:-1]):
             out = self.data[int(starts[0]) : int(starts[0]) + total].astype(dtype, copy=True)
         else:
             rows = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
@@ -161,7 +165,8 @@ class Stream:
         return int(self.data.shape[2])
 
     def utterance(self, i: int) -> np.ndarray:
-        """Frames of utterance ``i``, shape (n_frames, n_layers, dim) (a view)."""
+        """Frames of utterance ``i``, shape (n_frames, n_layers, dim): a view of in-memory
+        ``data``, a fresh copy when ``data`` reads the shards (never write to it)."""
         s = int(self.starts[i])
         return self.data[s : s + int(self.lengths[i])]
 

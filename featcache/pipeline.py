@@ -8,6 +8,7 @@ serialising behind it. The model gets length-sorted batches (see
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,8 +29,9 @@ from featcache.process import is_model, run_extractors
 from featcache.stats import write_speaker_stats
 from featcache.fileio import atomic_write_bytes, atomic_write_json, read_json
 from featcache.store import FORMAT_VERSION, StoreReader, StoreWriter, check_version
+from featcache.workunits import plan_units
 
-__all__ = ["ExtractionSummary", "extract", "build_extractors", "FEATURE_NAMES"]
+__all__ = ["ExtractionSummary", "extract", "build_extractors", "run_todo", "FEATURE_NAMES"]
 
 FEATURE_NAMES = ("wav2vec2", "mfcc", "logmel", "spectrogram", "egemaps", "egemaps_functionals", "compare_functionals")
 
@@ -72,6 +74,7 @@ def build_extractors(
     model: str | None = "wav2vec_small",
     precision: str = "auto",
     device: str = "auto",
+    layers: str | Iterable[int] | None = None,
 ) -> list[Extractor]:
     """Extractor objects for the names of ``--features``.
 
@@ -81,6 +84,8 @@ def build_extractors(
         Names among :data:`FEATURE_NAMES` (``wav2vec2`` means the self-supervised ``model``).
     model : str
         Short name, HuggingFace id or local directory of the self-supervised model.
+    layers : str, iterable of int or None
+        Hidden states the model's store keeps (``"0,6-12"``; None: all); needs ``wav2vec2``.
     """
     from featcache.extractors.functionals import FUNCTIONALS
     from featcache.extractors.handcrafted import get_handcrafted
@@ -93,13 +98,15 @@ def build_extractors(
         if name in ("wav2vec2", "ssl"):
             from featcache.extractors.ssl import SSLExtractor
 
-            out.append(SSLExtractor(model or "wav2vec_small", precision=precision, device=device))
+            out.append(SSLExtractor(model or "wav2vec_small", precision=precision, device=device, layers=layers))
         elif name in FUNCTIONALS:  # one vector per utterance
             out.append(FUNCTIONALS[name]())
         elif name in FEATURE_NAMES:
             out.append(get_handcrafted(name))
         else:
             raise ParameterError("features", f"names among {', '.join(FEATURE_NAMES)}", name)
+    if layers is not None and not any(is_model(ex) for ex in out):
+        raise ParameterError("layers", "given only with a self-supervised model among the features (wav2vec2)", layers)
     return out
 
 
@@ -176,7 +183,9 @@ def extract(
     workers: int = 1,
     progress: bool = True,
     limit: int | None = None,
+    frames: str = "all",
     log: Callable[[str], None] = lambda s: None,
+    run: Callable[..., None] | None = None,
 ) -> ExtractionSummary:
     """Extract features of every utterance of a corpus into ``<cache_dir>/<corpus>/``.
 
@@ -208,9 +217,18 @@ def extract(
         Threads decoding audio and running the handcrafted extractors.
     limit : int, optional
         Only the first ``limit`` utterances of the table (quick trials).
+    frames : {"all", "none"}
+        ``"none"``: the self-supervised models' stores keep per-utterance statistics only,
+        no frames (``--frames none``); the handcrafted stores keep their frames.
+    run : callable, optional
+        What extracts the planned utterances, with the arguments of :func:`run_todo` (the
+        default, in this process); :func:`featcache.distributed.extract` passes one that
+        runs them on a Dask cluster while this process keeps the lock and commits.
     """
     if max_seconds is not None and not (max_seconds > 0):
         raise ParameterError("max_seconds", "a positive number of seconds or None", max_seconds)
+    if frames not in ("all", "none"):
+        raise ParameterError("frames", "'all' or 'none'", frames)
     t0 = time.perf_counter()
     cobj = get_corpus(corpus)
     scan = cobj.scan(Path(data_dir))
@@ -223,7 +241,7 @@ def extract(
         _check_corpus_file(cache)
         table = scan.table if limit is None else scan.table.iloc[: int(limit)]
         writers = _open_writers(cache, extractors, names, summary, max_seconds=max_seconds, shard_size=shard_size,
-                                overwrite=overwrite, repair=repair)
+                                overwrite=overwrite, repair=repair, frames=frames)
         summary.stores = [w.path.name for w in writers.values()]
         # after the stores accepted the parameters: a refused run leaves the table as it was
         try:
@@ -233,7 +251,10 @@ def extract(
         todo = _plan(table, writers)
         summary.skipped = len(table) - len(todo)
         try:
-            _run(todo, table, cobj, Path(data_dir), extractors, writers, summary, max_seconds, batch_seconds, workers, progress)
+            seconds = dict(zip(table["id"], table["duration"])) if "duration" in table else {}
+            units = plan_units(todo, seconds, writers, max_seconds)
+            (run or _run)(todo, table, cobj, Path(data_dir), extractors, writers, summary, max_seconds, batch_seconds,
+                          workers, progress, units=units)
         except BaseException:
             # keep what can be kept, but report the first error, not a second one from close()
             for w in writers.values():
@@ -260,6 +281,7 @@ def _open_writers(cache: Path, extractors, names, summary: ExtractionSummary, **
         w = writers[ex.store_name] = StoreWriter(
             cache / folder, ex.describe(), {"max_seconds": kw["max_seconds"]}, shard_size=kw["shard_size"],
             overwrite=kw["overwrite"], repair=kw["repair"], fingerprint_method=FINGERPRINT_METHOD,
+            frames=kw["frames"] if is_model(ex) else "all",
         )
         summary.redone += len(w.dropped)
         if w.rebuilt:
@@ -380,14 +402,28 @@ class _Runner:
         self.bar.close()
 
 
-def _run(todo, table, cobj, data_dir, extractors, writers, summary, max_seconds, batch_seconds, workers, progress) -> None:
-    """Extract every utterance of ``todo``: decoding ahead in threads, models in batches."""
+def run_todo(todo, table, cobj, data_dir, extractors, writers, summary, max_seconds, batch_seconds, workers, progress,
+             units=None) -> None:
+    """Extract ``todo`` in this process, as :func:`extract` does (its ``run`` argument).
+
+    ``writers`` map store keys to anything with ``add`` and ``add_failure`` (a
+    :class:`~featcache.store.StoreWriter` or, on a Dask worker, its ``stager()``); ``units``
+    are the sizes of :func:`featcache.workunits.plan_units` (a model batch never spans two).
+    """
+    _run(todo, table, cobj, data_dir, extractors, writers, summary, max_seconds, batch_seconds, workers, progress, units)
+
+
+def _run(todo, table, cobj, data_dir, extractors, writers, summary, max_seconds, batch_seconds, workers, progress,
+         units=None) -> None:
+    """Extract every utterance of ``todo``: decoding ahead in threads, models in batches (never across units)."""
+    ends = set(itertools.accumulate(units or []))
     paths = dict(zip(table["id"], table["path"]))
     runner = _Runner(todo, writers, summary, extractors, batch_seconds, progress)
     ahead = max(8, 4 * workers)
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     queue: deque[Future] = deque()
     it = iter(todo)
+    taken = 0
 
     def fill() -> None:
         for uid, needs in it:
@@ -402,6 +438,9 @@ def _run(todo, table, cobj, data_dir, extractors, writers, summary, max_seconds,
             fut = queue.popleft()
             fill()
             runner.take(fut.result())
+            taken += 1
+            if taken in ends:
+                runner.run_models()
         runner.run_models()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

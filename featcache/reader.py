@@ -3,9 +3,10 @@
 :mod:`featcache.cache` and are re-exported here).
 
 A :class:`FeatureSet` is a lazy, sklearn-indexable view of some utterances' features
-(one or more aligned streams). Frames are memory-mapped from the shards and only
-gathered into memory by :meth:`FeatureSet.to_packed` — once per store and process: every
-subset (cross-validation fold, grid point) shares that one copy.
+(one or more aligned streams). Frames are never loaded whole: :meth:`FeatureSet.to_packed`
+gives streams that read the memory-mapped shards in place, batch by batch
+(:mod:`featcache.frames`), so processes share the operating system's page cache instead of
+each holding a copy of the store.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from featcache.cache import FeatureCache, find_caches, open_cache
 from featcache.errors import SpecError
+from featcache.frames import ShardFrames
 from featcache.packed import Packed, Stream, apply_normalization, normalization_terms
 from featcache.rows import UtteranceRows
 from featcache.spec import StreamSpec, parse_spec
@@ -130,21 +132,21 @@ class FeatureSet(UtteranceRows):
 
     # -- bulk access
     def to_packed(self) -> Packed:
-        """All frames of this set as a :class:`~featcache.packed.Packed` (shared, not copied)."""
+        """This set as a :class:`~featcache.packed.Packed` whose streams read the shards in
+        place (:class:`~featcache.frames.ShardFrames`): nothing is loaded here, and batches
+        later copy only their own utterances' rows."""
         streams = []
-        ids = self.ids
         for si, s in enumerate(self.streams):
             r = self._cache.stores[s.store]
-            data, where = _load_store(r, s.layers)
-            pos = np.array([where[u] for u in ids], dtype=np.int64).reshape(-1, 2)
-            starts, lengths = pos[:, 0].copy(), pos[:, 1].copy()
+            data = _frame_source(r, s.layers)
+            starts, lengths = data.rows_of([r.locate(u) for u in self.ids])
             if self.max_frames is not None:
                 lengths = np.minimum(lengths, self.max_frames)
             st = Stream(data, starts, lengths, s.name, r.frame_rate)
             if self._norm is not None and self._norm[si] is not None:
                 st = st.with_normalization(*self._norm[si])
             streams.append(st)
-        return Packed(streams, ids=ids, speakers=self.speakers, meta={"describe": self.describe()})
+        return Packed(streams, ids=self.ids, speakers=self.speakers, meta={"describe": self.describe()})
 
     def utterance_stats(self, stream: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stored per-utterance ``(n_frames (n,), sum (n, L, D), sumsq (n, L, D))`` in float64,
@@ -171,12 +173,22 @@ class FeatureSet(UtteranceRows):
         return st.select_layers(s.layers)
 
     def pooled_mean(self) -> np.ndarray:
-        """Mean over frames per utterance, shape (n_utterances, total layers * dim), float64."""
+        """Mean over frames per utterance, shape (n_utterances, total layers * dim), float64.
+
+        Without ``max_frames`` it comes from the stored per-utterance sums (no frame is
+        read), normalised when the set is: the mean of ``(x - shift) / scale`` is
+        ``(mean - shift) / scale``. With ``max_frames`` the kept frames are read.
+        """
         parts = []
         for si in range(len(self.streams)):
-            if self.max_frames is None and (self._norm is None or self._norm[si] is None):
+            if self.max_frames is None:
                 n, sm, _ = self.utterance_stats(si)
-                parts.append((sm / n[:, None, None]).reshape(len(self), -1))
+                mean = sm / n[:, None, None]
+                if self._norm is not None and self._norm[si] is not None:
+                    shift, scale, group = self._norm[si]
+                    g = np.asarray(group, dtype=np.int64)
+                    mean = (mean - np.asarray(shift, np.float64)[g]) / np.asarray(scale, np.float64)[g]
+                parts.append(mean.reshape(len(self), -1))
             else:
                 s, rows = self.streams[si], self._rows
                 parts.append(
@@ -210,7 +222,7 @@ class FeatureSet(UtteranceRows):
 
 _LOCK = threading.Lock()
 _OPEN: dict[str, FeatureCache] = {}
-_DATA: dict[tuple, tuple[np.ndarray, dict]] = {}
+_SOURCES: dict[tuple, ShardFrames] = {}
 _STATS: dict[tuple, tuple] = {}
 
 
@@ -221,27 +233,16 @@ def _cached_open(path: str) -> FeatureCache:
         return _OPEN[path]
 
 
-def _load_store(r: StoreReader, layers: tuple[int, ...]) -> tuple[np.ndarray, dict]:
-    """Frames of every committed utterance of a store, (total_frames, len(layers), dim),
-    loaded once per process (keyed by store, manifest token and layers)."""
+def _frame_source(r: StoreReader, layers: tuple[int, ...]) -> ShardFrames:
+    """The in-place frame source of a store's layers, one per process (keyed by store,
+    manifest token and layers): it holds only shard handles and memory maps."""
     key = (str(r.path.resolve()), r.token, tuple(layers))
     with _LOCK:
-        if key in _DATA:
-            return _DATA[key]
-        shards = [r.shard(si) for si in range(len(r.manifest["shards"]))]
-        total = sum(sh.n_frames for sh in shards)
-        data = np.empty((total, len(layers), r.dim), dtype=r.dtype)
-        where: dict[str, tuple[int, int]] = {}
-        a = 0
-        for sh in shards:
-            for li, k in enumerate(layers):
-                data[a : a + sh.n_frames, li, :] = sh.layer(k)
-            for uid, o, n in zip(sh.ids, sh.offsets[:-1], np.diff(sh.offsets)):
-                where[uid] = (a + int(o), int(n))
-            a += sh.n_frames
-        _DATA.clear() if len(_DATA) > 8 else None
-        _DATA[key] = (data, where)
-        return _DATA[key]
+        if key not in _SOURCES:
+            if len(_SOURCES) > 16:
+                _SOURCES.clear()
+            _SOURCES[key] = ShardFrames.of_store(r, layers)
+        return _SOURCES[key]
 
 
 def _store_stats(r: StoreReader) -> tuple:
@@ -253,8 +254,8 @@ def _store_stats(r: StoreReader) -> tuple:
 
 
 def clear_memory() -> None:
-    """Forget every loaded store (frees memory)."""
+    """Forget every opened store, frame source and statistics table."""
     with _LOCK:
-        _DATA.clear()
+        _SOURCES.clear()
         _STATS.clear()
         _OPEN.clear()

@@ -81,11 +81,11 @@ def test_duplicate_groups_join_chains():
 # --------------------------------------------------------------------------- the store format
 
 
-def test_shards_hold_fingerprints_and_version_1_1(planted):
+def test_shards_hold_fingerprints_since_version_1_1(planted):
     data, cache, ids = planted
     reader = StoreReader(cache / "mfcc")
     sha, vec, method = reader.shard(0).fingerprints()
-    assert FORMAT_VERSION == "1.1" and reader.info["format_version"] == "1.1"
+    assert FORMAT_VERSION in ("1.1", "1.2") and reader.info["format_version"] == FORMAT_VERSION
     assert len(sha) == len(reader.shard(0).ids) and vec.shape == (len(sha), FINGERPRINT_DIM)
     fp = read_fingerprints(cache)
     assert len(fp) == len(reader.ids) and not fp.missing

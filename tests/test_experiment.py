@@ -23,8 +23,9 @@ from estimators.errors import ParameterError
 
 TINY_ARGS = ["--max-epochs", "2", "--hidden", "8", "--batch-size", "16", "--device", "cpu", "-q"]
 TINY = {"max_epochs": 2, "hidden": "8", "batch_size": 16, "device": "cpu"}
-# keys that name where or when a run happened, not what it computed
-RUN_KEYS = ("command", "wall_seconds", "model_dir")
+# keys that name where or when a run happened, not what it computed (the "auto" memory
+# budget of data_access is half the memory available at that moment)
+RUN_KEYS = ("command", "wall_seconds", "model_dir", "data_access")
 
 
 def run(*args):
@@ -59,6 +60,9 @@ def test_cli_and_run_experiment_write_the_same(cli_and_python):
     rep_cli, rep_py = _report(cli), _report(py)
     assert rep_py["metrics"] == rep_cli["metrics"] and len(rep_py["metrics"]["uar"]["values"]) == 2
     assert rep_py == rep_cli  # per_fold, confusion matrix, model, cv, seeds, features... all of it
+    for where in (cli, py):  # a tiny cache fits any budget: uniform random batches, read in place
+        access = json.loads((where / "report.json").read_text())["data_access"]
+        assert access["mode"] == "random" and access["modes"] == ["random"] and access["selection_bytes"] > 0
     assert _files(py) == _files(cli)
     assert "model/weights.safetensors" in _files(py) and "predictions.csv" in _files(py)
     for name in ("predictions.csv", "confusion.png", "layer_weights.png", "model/weights.safetensors"):

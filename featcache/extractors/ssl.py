@@ -65,6 +65,9 @@ Precision (``precision=``):
 The precision actually used is part of :meth:`SSLExtractor.params`, so a store never mixes
 fp32 and bf16 features. The extractor always returns float32 arrays; the store keeps SSL
 states in float16 (:attr:`SSLExtractor.dtype`).
+
+``layers="0,6-12"`` keeps some hidden states (:mod:`featcache.extractors._layers`), each equal
+to that layer of a full extraction; they are part of :meth:`SSLExtractor.params`.
 """
 
 from __future__ import annotations
@@ -72,11 +75,12 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from featcache.errors import AudioError, ModelError, ModelSourceError, ParameterError
+from featcache.extractors._layers import parse_layers
 from featcache.extractors.base import Extractor
 from featcache.extractors.runtime import (
     DEVICES,
@@ -116,6 +120,9 @@ class SSLExtractor(Extractor):
     max_batch_frames : int
         Bound on ``number of utterances x longest utterance`` (in frames) of one encoder
         batch in :meth:`batch`; a longer utterance runs alone.
+    layers : str, sequence of int or None
+        Model layer numbers (hidden-state indices) to return, e.g. ``"0,6-12"``; None (or
+        ``"all"``): every one. :attr:`n_layers` is the number kept.
 
     The config and the preprocessor config are read at construction (small files; a
     :class:`~featcache.errors.ModelError` there when they cannot be had); the weights are
@@ -124,7 +131,7 @@ class SSLExtractor(Extractor):
     Raises
     ------
     ParameterError
-        Bad ``precision``, ``device`` or ``max_batch_frames``.
+        Bad ``precision``, ``device``, ``max_batch_frames`` or ``layers``.
     ModelError
         Unknown model, or its config cannot be loaded.
     """
@@ -139,6 +146,7 @@ class SSLExtractor(Extractor):
         precision: str = "fp32",
         device: str = "auto",
         max_batch_frames: int = DEFAULT_MAX_BATCH_FRAMES,
+        layers: str | Sequence[int] | None = None,
     ) -> None:
         if (
             isinstance(max_batch_frames, bool)
@@ -163,7 +171,10 @@ class SSLExtractor(Extractor):
         self._strides = [int(s) for s in cfg.conv_stride]
         self.sampling_rate = int(getattr(self._feature_extractor, "sampling_rate", 16000))
         self.frame_rate = self.sampling_rate / float(math.prod(self._strides))
-        self.n_layers = int(cfg.num_hidden_layers) + 1
+        self.model_layers = int(cfg.num_hidden_layers) + 1
+        self.layers = parse_layers(layers, self.model_layers)  # model layer numbers kept, None: all
+        self._keep = list(self.layers or range(self.model_layers))
+        self.n_layers = len(self._keep)
         self.dim = int(cfg.hidden_size)
         self.model_type = str(getattr(cfg, "model_type", ""))
         self._identity = model_identity(self.resolved, cfg)
@@ -209,7 +220,9 @@ class SSLExtractor(Extractor):
             except ModelError as e:
                 raise ModelSourceError(str(e)) from e
             model = recorded
-        ex = cls(str(model), precision=params.get("precision", "fp32"), device=device)
+        kept = params.get("layers")
+        ex = cls(str(model), precision=params.get("precision", "fp32"), device=device,
+                 layers=kept if isinstance(kept, list) else None)
         now = ex.params()
         ignore = ("model", "revision", "fingerprint")
         ex.check_params(params, ignore=ignore)
@@ -243,7 +256,8 @@ class SSLExtractor(Extractor):
             "precision": self.precision,
             "do_normalize": bool(getattr(fe, "do_normalize", False)),
             "sampling_rate": int(self.sampling_rate),
-            "layers": "hidden_states",
+            "layers": "hidden_states" if self.layers is None else list(self.layers),
+            **({} if self.layers is None else {"model_layers": self.model_layers}),
         }
 
     def versions(self) -> dict[str, str]:
@@ -291,7 +305,7 @@ class SSLExtractor(Extractor):
                 # a missing preprocessor_config.json was already reported at construction
                 warnings.filterwarnings("ignore", message=".*no preprocessor_config.json.*")
                 model, _ = load_model(self.resolved, device=self._device)
-            if model.config.num_hidden_layers + 1 != self.n_layers:  # pragma: no cover
+            if model.config.num_hidden_layers + 1 != self.model_layers:  # pragma: no cover
                 raise ModelError(f"{self.resolved.source!r}: config changed while loading")
             self._model = model
         return self._model
@@ -363,7 +377,7 @@ class SSLExtractor(Extractor):
         with self._run_context():
             xt = self._to_device(x)[None]
             out = model(xt, output_hidden_states=True)
-            hs = torch.stack([h[0].float() for h in out.hidden_states])
+            hs = torch.stack([out.hidden_states[k][0].float() for k in self._keep])
         return self._to_numpy(hs)
 
     def _batchable(self) -> bool:
@@ -402,9 +416,11 @@ class SSLExtractor(Extractor):
         model = self._get_model()
         with self._run_context():
             hs, lengths = encode_padded(model, [self._to_device(x)[None] for x in xs])
-            if hs.shape[0] != self.n_layers:  # pragma: no cover - layerdrop / odd encoder
+            if hs.shape[0] != self.model_layers:  # pragma: no cover - layerdrop / odd encoder
                 raise ModelError(
-                    f"{self.resolved.source!r}: captured {hs.shape[0]} hidden states, expected {self.n_layers}"
+                    f"{self.resolved.source!r}: captured {hs.shape[0]} hidden states, expected {self.model_layers}"
                 )
+            if self.layers is not None:
+                hs = hs[self._keep]
         arr = self._to_numpy(hs)
         return [np.ascontiguousarray(arr[:, b, : lengths[b]]) for b in range(len(xs))]

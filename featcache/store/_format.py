@@ -34,6 +34,8 @@ __all__ = [
     "load_store_info",
     "now",
     "shard_path",
+    "statistics_only_message",
+    "stored_layers",
     "strip_versions",
 ]
 
@@ -41,7 +43,11 @@ STORE_FORMAT = "featcache.store"
 SHARD_FORMAT = "featcache.shard"
 MANIFEST_FORMAT = "featcache.manifest"
 SPEAKERS_FORMAT = "featcache.speakers"
-FORMAT_VERSION = "1.1"  # 1.1: shards hold content fingerprints; 1.0 files are still read
+# 1.1: shards hold content fingerprints; 1.2: statistics-only stores (store.json "frames":
+# "none", shards without layers/) and kept layer subsets; 1.0 and 1.1 files are still read
+FORMAT_VERSION = "1.2"
+#: what a store keeps of each utterance (store.json ``frames``; absent: "all")
+FRAMES = ("all", "none")
 _MAJOR = 1
 SHARD_NAME = re.compile(r"shard-(\d{5})\.h5")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -121,9 +127,51 @@ def load_store_info(path: Path) -> dict:
         bad.append(f"frame_rate must be a number in (0, 1e6]; got {fr!r}")
     if not isinstance(info.get("pipeline", {}), dict) or not isinstance(ext.get("params", {}), dict):
         bad.append("'pipeline' and extractor 'params' must be objects")
+    elif not bad:
+        bad += _check_layers(ext)
+    if info.get("frames", "all") not in FRAMES:
+        bad.append(f"frames must be one of {', '.join(FRAMES)}; got {info.get('frames')!r}")
     if bad:
         raise StoreError(f"{info_path}: " + "; ".join(bad))
     return info
+
+
+def _check_layers(ext: dict) -> list[str]:
+    """Problems of a recorded layer subset (``params.layers`` a list, ``params.model_layers``)."""
+    params = ext.get("params", {})
+    kept, total = params.get("layers"), params.get("model_layers")
+    if not isinstance(kept, list):
+        return []
+    if not _is_int(total, 1, MAX_LAYERS):
+        return [f"extractor params.model_layers must be an integer from 1 to {MAX_LAYERS}; got {total!r}"]
+    if (
+        len(kept) != ext["n_layers"]
+        or not all(_is_int(k, 0, total - 1) for k in kept)
+        or any(b <= a for a, b in zip(kept, kept[1:]))
+    ):
+        return [
+            f"extractor params.layers must be {ext['n_layers']} increasing layer numbers below"
+            f" model_layers ({total}); got {kept!r}"
+        ]
+    return []
+
+
+def stored_layers(info: dict) -> tuple[tuple[int, ...], int]:
+    """``(model layer number of each stored position, the model's number of layers)`` of a
+    validated ``store.json``; a store without a recorded subset holds every layer."""
+    ext = info["extractor"]
+    params = ext.get("params", {})
+    if isinstance(params.get("layers"), list):
+        return tuple(int(k) for k in params["layers"]), int(params["model_layers"])
+    return tuple(range(int(ext["n_layers"]))), int(ext["n_layers"])
+
+
+def statistics_only_message(store: str) -> str:
+    """Why the frames of a statistics-only store cannot be read, and what to do instead."""
+    return (
+        f"store {store!r} holds statistics only (extracted with --frames none): select it with"
+        " pooled='mean' (and max_frames=None)"
+    )
 
 
 def empty_manifest() -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from featcache.errors import StoreError
-from featcache.store._format import load_manifest, load_store_info, shard_path
+from featcache.store._format import load_manifest, load_store_info, shard_path, statistics_only_message, stored_layers
 from featcache.store._shard import Shard
 
 __all__ = ["StoreReader"]
@@ -24,6 +24,11 @@ class StoreReader:
         ``manifest.json`` as read when the reader was made.
     ids : list of str
         Committed utterance ids, in store order.
+    layer_numbers : tuple of int
+        The model layer number of each stored layer position (``featcache extract
+        --layers``; every layer, ``0..n_layers-1``, when no subset is recorded).
+    model_layers : int
+        The extractor's number of layers, stored or not.
     """
 
     def __init__(self, path: Path) -> None:
@@ -35,6 +40,7 @@ class StoreReader:
         self.dim = int(ext["dim"])
         self.frame_rate = float(ext["frame_rate"])
         self.dtype = np.dtype(ext["dtype"])
+        self.layer_numbers, self.model_layers = stored_layers(self.info)
         self.ids: list[str] = []
         self._where: dict[str, tuple[int, int]] = {}
         self.n_frames_of: dict[str, int] = {}
@@ -54,6 +60,16 @@ class StoreReader:
         return str(self.manifest.get("token", ""))
 
     @property
+    def has_frames(self) -> bool:
+        """False for a statistics-only store (``--frames none``): sums, no frames."""
+        return self.info.get("frames", "all") != "none"
+
+    @property
+    def statistics_only_message(self) -> str:
+        """What reading frames of a statistics-only store raises (the remedy included)."""
+        return statistics_only_message(self.name)
+
+    @property
     def failed(self) -> dict[str, str]:
         return dict(self.manifest.get("failed", {}))
 
@@ -66,6 +82,9 @@ class StoreReader:
             sh = Shard(p)
             if sh.ids != list(entry["ids"]):
                 raise StoreError(f"{p}: ids differ from the manifest (run featcache verify)")
+            if sh.has_frames != self.has_frames:
+                what = "frames, but store.json says statistics only" if sh.has_frames else "statistics only, store.json says frames"
+                raise StoreError(f"{p}: holds {what} (run featcache verify)")
             if (sh.n_layers, sh.dim, sh.dtype) != (self.n_layers, self.dim, self.dtype):
                 raise StoreError(
                     f"{p}: holds {sh.n_layers} layers x {sh.dim} {sh.dtype}, store.json says"
@@ -85,7 +104,13 @@ class StoreReader:
         return uid in self._where
 
     def frames(self, uid: str, layers: list[int] | None = None) -> np.ndarray:
-        """Frames of one utterance, shape (n_frames, n_selected_layers, dim), in the store's dtype."""
+        """Frames of one utterance, shape (n_frames, n_selected_layers, dim), in the store's dtype.
+
+        ``layers`` are stored positions (see :attr:`layer_numbers`). A statistics-only store
+        raises :class:`StoreError`.
+        """
+        if not self.has_frames:
+            raise StoreError(self.statistics_only_message)
         si, row = self.locate(uid)
         sh = self.shard(si)
         a, b = int(sh.offsets[row]), int(sh.offsets[row + 1])

@@ -6,7 +6,9 @@ extractor, n_layers, dim, frame_rate, shard_index); ``ids``; ``offsets`` (n+1, i
 uncompressed, so it can be memory-mapped); ``stats/sum`` and ``stats/sumsq`` (float64,
 utterances x layers x dim). Since format 1.1 also the content fingerprints of
 :mod:`featcache.fingerprint`: ``content/pcm_sha256`` (n,) and ``content/fingerprint``
-(n x K float32), with the attribute ``fingerprint_method``; 1.0 shards have none.
+(n x K float32), with the attribute ``fingerprint_method``; 1.0 shards have none. Since
+1.2 the attribute ``frames``: ``"none"`` marks a statistics-only shard (``--frames none``),
+which has no ``layers`` group; ``"all"`` or absent, every layer's frames are there.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from featcache.errors import StoreError
 from featcache.store import faults
-from featcache.store._format import FORMAT_VERSION, MAX_DIM, SHARD_FORMAT, check_version, now
+from featcache.store._format import FORMAT_VERSION, MAX_DIM, SHARD_FORMAT, check_version, now, statistics_only_message
 
 __all__ = ["Shard", "pack_content", "write_shard"]
 
@@ -35,6 +37,7 @@ def write_shard(
     dtype: np.dtype,
     attrs: dict,
     content: tuple[list[str], np.ndarray, str] | None = None,
+    frames: bool = True,
 ) -> int:
     """Write one shard file (see the README for the layout); returns its number of frames.
 
@@ -45,6 +48,9 @@ def write_shard(
     content : (pcm_sha256, fingerprints, method), optional
         Content fingerprints of the utterances: list of n hex strings (``""`` where
         unknown), ndarray of shape (n, K) (NaN rows where unknown) and the method name.
+    frames : bool
+        Store the frames (``layers/LL``); False: only the per-utterance statistics, computed
+        from the values as they would have been stored (so they equal a full shard's).
     """
     lengths = np.array([a.shape[1] for a in arrays], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -54,19 +60,21 @@ def write_shard(
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["created"] = now()
         f.attrs["dtype"] = np.dtype(dtype).name
+        f.attrs["frames"] = "all" if frames else "none"
         for k, v in attrs.items():
             f.attrs[k] = v
         f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
         f.create_dataset("offsets", data=offsets)
         f.create_dataset("original_seconds", data=np.asarray(list(original_seconds), dtype=np.float64))
         f.create_dataset("used_seconds", data=np.asarray(list(used_seconds), dtype=np.float64))
-        g = f.create_group("layers")
+        g = f.create_group("layers") if frames else None
         s = f.create_group("stats")
         sums = np.empty((len(arrays), n_layers, dim), dtype=np.float64)
         sumsq = np.empty_like(sums)
         for layer in range(n_layers):
             data = np.concatenate([a[layer] for a in arrays], axis=0).astype(dtype, copy=False)
-            g.create_dataset(f"{layer:02d}", data=data)  # contiguous, uncompressed: memory-mappable
+            if g is not None:
+                g.create_dataset(f"{layer:02d}", data=data)  # contiguous, uncompressed: memory-mappable
             if layer == 0 and faults.ACTIVE:
                 f.flush()
                 faults.hit("shard_mid_write")
@@ -110,7 +118,8 @@ class Shard:
     """Read access to one committed shard.
 
     Frame data is memory-mapped (``numpy.memmap``) straight from the HDF5 file, which the
-    writer keeps contiguous and uncompressed; nothing is read until it is accessed.
+    writer keeps contiguous and uncompressed; nothing is read until it is accessed. A
+    statistics-only shard (:attr:`has_frames` False) has no frames, only its sums.
     """
 
     def __init__(self, path: Path) -> None:
@@ -128,8 +137,11 @@ class Shard:
                 if dtype not in ("float16", "float32", "float64"):
                     raise StoreError(f"{self.path}: dtype attribute must be float16, float32 or float64; got {dtype!r}")
                 self.dtype = np.dtype(dtype)
+                self.has_frames = _attr(f, "frames") != "none"
                 self._layout = []
-                for layer in range(self.n_layers):
+                if not self.has_frames:
+                    self._check_stats_shape(f)
+                for layer in range(self.n_layers if self.has_frames else 0):
                     d = f["layers"][f"{layer:02d}"]
                     off = d.id.get_offset()
                     if d.chunks is not None or off is None:
@@ -151,12 +163,31 @@ class Shard:
     def n_frames(self) -> int:
         return int(self.offsets[-1])
 
+    def _check_stats_shape(self, f: h5py.File) -> None:
+        want = (len(f["ids"]), self.n_layers, self.dim)
+        for name in ("sum", "sumsq"):
+            d = f["stats"][name]
+            if tuple(d.shape) != want or d.dtype != np.float64:
+                raise StoreError(f"{self.path}: stats/{name} is {d.dtype} {tuple(d.shape)}, expected float64 {want}")
+
     def layer(self, k: int) -> np.ndarray:
-        """All frames of layer ``k``, shape (n_frames, dim), memory-mapped (read-only)."""
+        """All frames of layer ``k``, shape (n_frames, dim), memory-mapped (read-only).
+
+        Raises
+        ------
+        StoreError
+            A statistics-only shard (it has no frames).
+        """
+        if not self.has_frames:
+            raise StoreError(statistics_only_message(self.path.parent.name))
         if k not in self._maps:
             off, shape = self._layout[k]
             self._maps[k] = np.memmap(self.path, dtype=self.dtype, mode="r", offset=off, shape=shape)
         return self._maps[k]
+
+    def layout(self, k: int) -> tuple[int, tuple[int, int]]:
+        """``(file offset in bytes, (n_frames, dim))`` of layer ``k``'s contiguous data."""
+        return self._layout[k]
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-utterance float64 ``(sum, sumsq)``, each of shape (n_utterances, n_layers, dim)."""
@@ -186,10 +217,16 @@ class Shard:
         return sha, vec, str(method)
 
     def check_data(self) -> list[str]:
-        """Re-compute per-utterance sums from the frames and compare with the stored ones."""
+        """Re-compute per-utterance sums from the frames and compare with the stored ones
+        (a statistics-only shard: its sums are finite and its sums of squares not negative)."""
         problems = []
-        sums, _ = self.stats()
-        for k in range(self.n_layers):
+        sums, sumsq = self.stats()
+        if not self.has_frames:
+            if not (np.all(np.isfinite(sums)) and np.all(np.isfinite(sumsq))):
+                problems.append("statistics hold NaN or infinite values")
+            elif np.any(sumsq < 0):
+                problems.append("statistics hold negative sums of squares")
+        for k in range(self.n_layers if self.has_frames else 0):
             d = np.asarray(self.layer(k), dtype=np.float64)
             if not np.all(np.isfinite(d)):
                 problems.append(f"layer {k} holds NaN or infinite values")

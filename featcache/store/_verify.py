@@ -66,7 +66,8 @@ def verify_store(path: Path, *, deep: bool = True) -> list[Problem]:
     path : Path
         A store folder.
     deep : bool
-        Also recompute per-utterance sums from the frames (reads all data).
+        Also recompute per-utterance sums from the frames (reads all data); for a
+        statistics-only store (``--frames none``), check its sums are finite.
     """
     path = Path(path)
     try:
@@ -108,10 +109,18 @@ def verify_store(path: Path, *, deep: bool = True) -> list[Problem]:
         if sh.ids != ids:
             problems.append(Problem(path.name, entry["file"], "utterance ids differ from the manifest", ids))
             continue
+        if _content(sh) != _content(reader):
+            problems.append(Problem(path.name, entry["file"], f"holds {_content(sh)}; store.json says {_content(reader)}", ids))
+            continue
         if deep:
             for msg in sh.check_data():
                 problems.append(Problem(path.name, entry["file"], msg, ids))
     return problems
+
+
+def _content(x: Shard | StoreReader) -> str:
+    """What a shard or a store holds, in words: ``"13 layers x 768"`` or ``"..., statistics only"``."""
+    return f"{x.n_layers} layers x {x.dim}" + ("" if x.has_frames else ", statistics only")
 
 
 def check_coverage(path: Path, table_ids: list[str]) -> list[str]:

@@ -5,6 +5,11 @@ Each commit writes ``shard-NNNNN.h5.tmp``, fsyncs it, renames it into place, the
 at any moment loses at most the shard being filled. Nothing outside the store folder is
 ever written or deleted: every name acted on is the store's own (``shard-NNNNN.h5``,
 ``store.json``, ``manifest.json``, their ``.tmp``), checked by :mod:`featcache.store._format`.
+
+In a distributed run (:mod:`featcache.distributed`) the steps are split: a worker's
+:meth:`StoreWriter.stager` writes and fsyncs a staged ``shard-NNNNN.h5.<16 hex>.tmp``
+(:meth:`~StoreWriter.write_file`); the client's writer, the only one holding the cache
+lock, renames it and replaces the manifest (:meth:`~StoreWriter.commit_file`).
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from featcache.errors import StoreError, StoreMismatchError
+from featcache.errors import ParameterError, StoreError, StoreMismatchError
 from featcache.fileio import atomic_write_json, fsync_dir, sha256_file
 from featcache.store import faults
 from featcache.store._repair import rebuild_entries
@@ -26,6 +33,7 @@ from featcache.store._shard import pack_content, write_shard
 from featcache.store._verify import unnamed_shards, verify_store
 from featcache.store._format import (
     FORMAT_VERSION,
+    FRAMES,
     SHARD_NAME,
     STORE_FORMAT,
     compare_params,
@@ -38,6 +46,16 @@ from featcache.store._format import (
 )
 
 __all__ = ["StoreWriter"]
+
+#: temporaries of a shard: ``shard-NNNNN.h5.tmp`` (a local commit) and the staged
+#: ``shard-NNNNN.h5.<16 hex>.tmp`` a distributed worker writes (see :meth:`StoreWriter.stager`)
+_TEMP_NAME = re.compile(r"(shard-\d{5}\.h5)(?:\.[0-9a-f]{16})?\.tmp")
+
+
+def _own_stem(name: str) -> str:
+    """The shard name a temporary belongs to (``name`` itself when it is not one)."""
+    m = _TEMP_NAME.fullmatch(name)
+    return m.group(1) if m else name
 
 
 @dataclass
@@ -72,6 +90,9 @@ class StoreWriter:
     fingerprint_method : str, optional
         Name of the method of the content fingerprints given to :meth:`add` (stored with
         them, :mod:`featcache.fingerprint`); without it none are stored.
+    frames : {"all", "none"}
+        ``"none"``: a statistics-only store (per-utterance sums, no frames; recorded in
+        ``store.json``, so a store of the other kind is refused like other parameters).
 
     Notes
     -----
@@ -91,7 +112,11 @@ class StoreWriter:
         overwrite: bool = False,
         repair: bool = False,
         fingerprint_method: str | None = None,
+        frames: str = "all",
     ) -> None:
+        if frames not in FRAMES:
+            raise ParameterError("frames", f"one of {', '.join(FRAMES)}", frames)
+        self.frames = frames
         self.path = Path(path)
         self.fingerprint_method = fingerprint_method
         self.description = description
@@ -104,6 +129,7 @@ class StoreWriter:
         self._pending = _Pending()
         self.dropped: list[str] = []
         self.rebuilt: dict | None = None  # what --repair rebuilt the manifest from, if it did
+        self.staging = False  # True for a copy made by stager(): never touches the store itself
         self._open(overwrite, repair)
 
     # -- set-up
@@ -115,10 +141,11 @@ class StoreWriter:
         except OSError as e:
             raise StoreError(f"{self.path}: cannot create the store folder ({e.strerror or e})") from e
         info_path = self.path / "store.json"
-        wanted = {"extractor": strip_versions(self.description), "pipeline": self.pipeline}
+        wanted = {"extractor": strip_versions(self.description), "pipeline": self.pipeline, "frames": self.frames}
         if info_path.exists():
             info = load_store_info(self.path)
-            have = {"extractor": strip_versions(info["extractor"]), "pipeline": info.get("pipeline", {})}
+            have = {"extractor": strip_versions(info["extractor"]), "pipeline": info.get("pipeline", {}),
+                    "frames": info.get("frames", "all")}
             diff = compare_params(have, wanted)
             if diff and not overwrite:
                 raise StoreMismatchError(
@@ -138,6 +165,7 @@ class StoreWriter:
                     "created": now(),
                     "extractor": self.description,
                     "pipeline": self.pipeline,
+                    "frames": self.frames,
                 },
             )
         self.manifest = self._load_manifest(repair)
@@ -225,7 +253,7 @@ class StoreWriter:
         """Delete the store's own files (``--overwrite``): shards, its JSON files, temporaries."""
         own = {"store.json", "manifest.json", "speakers.h5"}
         for p in self.path.iterdir():
-            name = p.name[:-4] if p.name.endswith(".tmp") else p.name
+            name = p.name[:-4] if p.name.endswith(".tmp") and p.name[:-4] in own else _own_stem(p.name)
             if (name in own or SHARD_NAME.fullmatch(name)) and (p.is_file() or p.is_symlink()):
                 p.unlink()
         fsync_dir(self.path)
@@ -234,9 +262,17 @@ class StoreWriter:
         """Delete shard files that no committed manifest names (a run killed mid-commit)."""
         named = {s["file"] for s in self.manifest["shards"]}
         for p in self.path.glob("shard-*"):
-            stem = p.name[:-4] if p.name.endswith(".tmp") else p.name
+            stem = _own_stem(p.name)
             if p.name not in named and SHARD_NAME.fullmatch(stem) and (p.is_file() or p.is_symlink()):
                 p.unlink()
+
+    def remove_orphans(self) -> None:
+        """Delete the store's shard files and temporaries that the manifest does not name.
+
+        Done when a writer opens its store; a distributed run calls it again at its end,
+        for the staged files of worker attempts that were lost or never committed.
+        """
+        self._remove_orphans()
 
     # -- state
     @property
@@ -252,6 +288,40 @@ class StoreWriter:
     def _next_index(self) -> int:
         used = [int(s["file"][6:11]) for s in self.manifest["shards"]]
         return max(used) + 1 if used else 0
+
+    @property
+    def next_index(self) -> int:
+        """Number of the next shard file (one more than the highest committed)."""
+        return self._next_index()
+
+    # -- distributed runs (featcache.distributed): workers write, this writer commits
+    def stager(self) -> StoreWriter:
+        """A copy of this writer for a worker: it queues and writes shards, never commits.
+
+        The copy shares the store's parameters (extractor, shard layout, frames,
+        fingerprints) and starts empty: :meth:`add` only queues (no automatic commit),
+        :meth:`add_failure` only records, :meth:`write_file` writes the queue as a staged
+        file (:meth:`staged_path`) that this writer then commits with :meth:`commit_file`.
+        It never reads or writes ``store.json`` or ``manifest.json`` and deletes nothing.
+        """
+        import copy
+
+        s = copy.copy(self)
+        s.staging = True
+        s.manifest = empty_manifest()
+        s._pending = _Pending()
+        s._failures_dirty = False
+        s.dropped, s.rebuilt = [], None
+        return s
+
+    def staged_path(self, index: int) -> Path:
+        """A fresh name for shard ``index`` written by a worker: ``shard-NNNNN.h5.<16 hex>.tmp``.
+
+        Unique per attempt, so two attempts at the same work (a worker thought dead that
+        still runs) never write the same file; what is not committed is deleted by
+        :meth:`remove_orphans`.
+        """
+        return self.path / f"shard-{int(index):05d}.h5.{secrets.token_hex(8)}.tmp"
 
     # -- appending
     def add(
@@ -288,7 +358,7 @@ class StoreWriter:
         p.original_seconds.append(float(original_seconds))
         p.used_seconds.append(float(used_seconds))
         p.nbytes += x.shape[0] * x.shape[1] * x.shape[2] * self.dtype.itemsize
-        if len(p.ids) >= self.shard_size or p.nbytes >= self.shard_bytes:
+        if not self.staging and (len(p.ids) >= self.shard_size or p.nbytes >= self.shard_bytes):
             self.commit()
 
     def add_failure(self, uid: str, reason: str) -> None:
@@ -316,20 +386,40 @@ class StoreWriter:
             if getattr(self, "_failures_dirty", False):
                 self._save_manifest()
             return
+        if self.staging:
+            raise StoreError(f"{self.path}: a stager only writes files (write_file); the client's writer commits them")
         index = self._next_index()
-        name = f"shard-{index:05d}.h5"
-        final = self.path / name
-        tmp = self.path / (name + ".tmp")
+        tmp = self.path / f"shard-{index:05d}.h5.tmp"
+        self.commit_file(tmp, self.write_file(tmp, index))
+        self._pending = _Pending()
+
+    def write_file(self, path: Path, index: int) -> dict:
+        """Write the queued utterances to ``path`` as shard ``index``, fsynced but not committed.
+
+        Returns
+        -------
+        dict
+            The shard's manifest entry (file, ids, n_utterances, n_frames, size, sha256),
+            for :meth:`commit_file`. The queue is left as it is.
+
+        Raises
+        ------
+        StoreError
+            Not enough free disk space, or the write failed (the file is removed).
+        """
+        p = self._pending
+        name = f"shard-{int(index):05d}.h5"
         self._check_free_space(name, p)
         try:
             n_frames = write_shard(
-                tmp,
+                path,
                 ids=p.ids,
                 arrays=p.arrays,
                 original_seconds=p.original_seconds,
                 used_seconds=p.used_seconds,
                 dtype=self.dtype,
                 content=pack_content(p.pcm_sha256, p.fingerprints, self.fingerprint_method),
+                frames=self.frames == "all",
                 attrs={
                     "store": self.path.name,
                     "extractor": json.dumps(self.description, sort_keys=True),
@@ -341,32 +431,61 @@ class StoreWriter:
             )
             if faults.ACTIVE:
                 faults.hit("shard_written")
-            os.replace(tmp, final)
+            entry = {
+                "file": name,
+                "ids": list(p.ids),
+                "n_utterances": len(p.ids),
+                "n_frames": int(n_frames),
+                "size": path.stat().st_size,
+                "sha256": sha256_file(path),
+            }
         except (OSError, RuntimeError) as e:  # h5py reports some write errors as RuntimeError
-            tmp.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+            raise self._write_error(name, e) from e
+        return entry
+
+    def commit_file(self, path: Path, entry: dict) -> None:
+        """Rename a complete shard file into place, then name it in the manifest atomically.
+
+        Parameters
+        ----------
+        path : Path
+            The file written by :meth:`write_file` (of this writer, or of a
+            :meth:`stager` on a worker), inside the store folder.
+        entry : dict
+            What :meth:`write_file` returned.
+
+        Raises
+        ------
+        StoreError
+            The shard or one of its utterances is already committed, the file's size is not
+            the one written, or the rename or the manifest write failed (the manifest is then
+            left as it was; the file is an orphan that :meth:`remove_orphans` deletes).
+        """
+        name = entry["file"]
+        final = shard_path(self.path, name, "shard to commit")
+        if name in {s["file"] for s in self.manifest["shards"]} or self.done_ids.intersection(entry["ids"]):
+            raise StoreError(f"{self.path}: {name} or one of its utterances is already committed")
+        try:
+            if path.stat().st_size != entry["size"]:
+                raise StoreError(f"{path}: {path.stat().st_size} bytes, {entry['size']} were written (changed since?)")
+            os.replace(path, final)
+        except OSError as e:
+            path.unlink(missing_ok=True)
             raise self._write_error(name, e) from e
         fsync_dir(self.path)
         if faults.ACTIVE:
             faults.hit("shard_renamed")
-        entry = {
-            "file": name,
-            "ids": list(p.ids),
-            "n_utterances": len(p.ids),
-            "n_frames": int(n_frames),
-            "size": final.stat().st_size,
-            "sha256": sha256_file(final),
-        }
         # the new manifest replaces the current one only once it is on disk: a failed write
         # leaves both as they were (and the renamed shard an orphan, deleted by the next run)
-        manifest = dict(self.manifest, shards=[*self.manifest["shards"], entry], failed=dict(self.manifest["failed"]))
-        for uid in p.ids:
+        manifest = dict(self.manifest, shards=[*self.manifest["shards"], dict(entry)], failed=dict(self.manifest["failed"]))
+        for uid in entry["ids"]:
             manifest["failed"].pop(uid, None)
         try:
             self._save_manifest(manifest)
         except StoreError:
             final.unlink(missing_ok=True)
             raise
-        self._pending = _Pending()
 
     def _check_free_space(self, name: str, p: _Pending) -> None:
         """Refuse to start a shard the file system has no room for.
@@ -375,7 +494,7 @@ class StoreWriter:
         so a full disk is best caught before the shard is started.
         """
         n_values = len(p.ids) * self.n_layers * self.dim
-        need = p.nbytes + 2 * 8 * n_values + 64 * len(p.ids) + (1 << 20)
+        need = p.nbytes * (self.frames == "all") + 2 * 8 * n_values + 64 * len(p.ids) + (1 << 20)
         try:
             free = shutil.disk_usage(self.path).free
         except OSError:

@@ -36,6 +36,11 @@ from .errors import InputError
 
 __all__ = ["StreamSlice", "Batch", "BatchPlan", "stream_ratios", "as_tensor"]
 
+#: batches read ahead (in a thread) while the current one trains, when frames come from shards
+PREFETCH = 2
+#: one thread per process that passes read-ahead hints to the kernel
+_ADVISOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featcache-advise")
+
 
 def as_tensor(array: np.ndarray) -> torch.Tensor:
     """A CPU tensor sharing memory with ``array`` (read-only arrays included)."""
@@ -218,8 +223,8 @@ class BatchPlan:
 
         With ``reuse`` (a slot number), frames read from the shards go into a buffer the
         plan keeps for that slot, so a batch is valid only until the slot is reused
-        (:meth:`iter_batches` alternates two slots: one batch is read ahead while the
-        previous one trains).
+        (:meth:`iter_batches` rotates ``PREFETCH + 1`` slots: batches are read ahead while
+        the current one trains).
         """
         idx = np.asarray(index, dtype=np.int64)
         dev = self.device
@@ -277,9 +282,10 @@ class BatchPlan:
         if self.access["mode"] == "memory" or not len(positions):
             return
         parts = np.unique(self._parts[positions])
-        for src in self.sources:
-            if isinstance(src, ShardFrames) and src.n_parts == self._lead.n_parts:
-                src.advise(parts)
+        sources = [src for src in self.sources if isinstance(src, ShardFrames) and src.n_parts == self._lead.n_parts]
+        # fadvise(WILLNEED) submits the reads of the whole range before returning: never in
+        # the way of the batches
+        _ADVISOR.submit(lambda: [src.advise(parts) for src in sources])
 
     def iter_batches(
         self,
@@ -304,8 +310,9 @@ class BatchPlan:
         Yields
         ------
         Batch
-            Valid until the one after the next is made (frames read from the shards go
-            into two alternating buffers; the next batch is read ahead in a thread).
+            Valid while the consumer holds it: frames read from the shards go into
+            ``PREFETCH + 1`` rotating buffers, and ``PREFETCH`` batches are read ahead in a
+            thread, so a batch must not be kept beyond the next ``PREFETCH`` ones.
         """
         index = np.asarray(index, dtype=np.int64)
         windows = [index] if rng is None else self.epoch_order(index, rng)
@@ -325,7 +332,7 @@ class BatchPlan:
             while state["advised"] < len(windows) and state["advised"] <= current + 1:  # this window and the next
                 self._advise(windows[state["advised"]])
                 state["advised"] += 1
-            return self.batch(order[a:b], reuse=j % 2)
+            return self.batch(order[a:b], reuse=j % (PREFETCH + 1))
 
         n = len(bounds) - 1
         if self.access["mode"] == "memory" or n < 2:
@@ -335,9 +342,9 @@ class BatchPlan:
         # frames read from the shards: read the next batch while this one trains (the reads
         # are system calls and memory copies that release the GIL)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="featcache-read") as pool:
-            ahead = pool.submit(make, 0)
+            ahead = [pool.submit(make, j) for j in range(min(PREFETCH, n))]
             for j in range(n):
-                current = ahead.result()
-                if j + 1 < n:
-                    ahead = pool.submit(make, j + 1)
+                current = ahead.pop(0).result()
+                if j + PREFETCH < n:
+                    ahead.append(pool.submit(make, j + PREFETCH))
                 yield current

@@ -62,7 +62,7 @@ def build_job(out_dir: str, kind: str = "iemocap", scale: float = 1.0, seed: int
 
     from benchmarks.data import RandomStates, synthetic_durations
     from featcache.fileio import atomic_write_json
-    from featcache.store import StoreWriter
+    from featcache.store import FORMAT_VERSION, StoreWriter
 
     n = IEMOCAP4 if kind == "iemocap" else 1440
     n = max(8, int(round(n * float(scale))))
@@ -81,7 +81,7 @@ def build_job(out_dir: str, kind: str = "iemocap", scale: float = 1.0, seed: int
     table = pd.DataFrame({"id": ids, "path": [f"{u}.wav" for u in ids], "speaker": [speakers[i % len(speakers)] for i in range(n)],
                           "label": rng.choice(LABELS4, n)})
     (cache / "utterances.csv").write_text(table.to_csv(index=False))
-    atomic_write_json(cache / "corpus.json", {"format": "featcache.corpus", "format_version": "1.1", "corpus": f"{kind}_like",
+    atomic_write_json(cache / "corpus.json", {"format": "featcache.corpus", "format_version": FORMAT_VERSION, "corpus": f"{kind}_like",
                                               "data_dir": str(cache), "n_utterances": n, "problems": [], "dropped": []})
     ex = RandomStates(n_layers, dim, seed)
     writer = StoreWriter(cache / ex.store_name, ex.describe(), {"max_seconds": 15.0})
@@ -336,10 +336,10 @@ def rows(R: dict) -> list[dict]:
         e_ip, e_mem = min(ip["epoch_seconds"][1:] or ip["epoch_seconds"]), min(mem["epoch_seconds"][1:] or mem["epoch_seconds"])
         a_ip, a_mem = ip["_proc"]["peak_anon_bytes"], mem["_proc"]["peak_anon_bytes"]
         size = f"{b['n_utterances']} utt., {b['n_frames'] / 1e3:.0f}k frames x {b['n_layers']} x {b['dim']} float16 = {_gb(b['data_bytes'])}"
-        out.append(row("7a", f"RAVDESS-sized Dense all-layers epoch ({size}), warm: s, in place vs copied into memory first (before)",
+        out.append(row("8a", f"RAVDESS-sized Dense all-layers epoch ({size}), warm: s, in place vs copied into memory first (before)",
                        e_ip, e_mem, e_mem / e_ip, None, None, "ratio >= 1 (no slower)", "met" if e_ip <= e_mem * 1.03 else "not met",
                        note=f"access {ip['data_access']['mode']}; the copy itself took {mem['load_seconds']:.1f} s (not in the epoch)"))
-        out.append(row("7b", "RAVDESS-sized training: peak anonymous memory, in place vs copied first",
+        out.append(row("8b", "RAVDESS-sized training: peak anonymous memory, in place vs copied first",
                        _gb(a_ip), _gb(a_mem), a_mem / a_ip, None, None, "in place <= 1.5 GB", "met" if a_ip <= 1.5e9 else "not met",
                        note=f"VmHWM {_gb(ip['_proc']['peak_rss_bytes'])} vs {_gb(mem['_proc']['peak_rss_bytes'])} (VmHWM counts mapped shard pages)"))
     g1, g2, rt = rv.get("grid1", {}), rv.get("grid2", {}), rv.get("runtime", {}).get("anon_bytes")
@@ -349,7 +349,7 @@ def rows(R: dict) -> list[dict]:
         workers = [a for a in g2["worker_peak_anon_bytes"] if a > 0.1 * one][:2]  # the two loky workers
         both = sum(workers)
         beyond = (both - len(workers) * rt) / (one - rt) if rt and one > rt else None
-        out.append(row("7c", "GridSearchCV(n_jobs=2) vs n_jobs=1 (2 points x GroupKFold(2), RAVDESS-sized): the two workers' anonymous memory together vs one fit's",
+        out.append(row("8c", "GridSearchCV(n_jobs=2) vs n_jobs=1 (2 points x GroupKFold(2), RAVDESS-sized): the two workers' anonymous memory together vs one fit's",
                        _gb(both), _gb(one), both / one, None, None, "<= 1.3x one fit's, same scores",
                        "met" if same and both <= 1.3 * one else "not met",
                        note=f"scores equal: {same}; each worker {', '.join(_gb(a) for a in workers)}; an idle process that imported torch and opened "
@@ -358,7 +358,7 @@ def rows(R: dict) -> list[dict]:
     for e in R.get("iemocap", []):
         bb, sq, st = e.get("build", {}), e.get("seq_read", {}), e.get("stream", {})
         if not st.get("epoch_seconds"):
-            out.append(row("7d", f"IEMOCAP x{e['scale']:g}", status="failed", note=e.get("error") or st.get("error") or bb.get("error", "")))
+            out.append(row("8d", f"IEMOCAP x{e['scale']:g}", status="failed", note=e.get("error") or st.get("error") or bb.get("error", "")))
             continue
         lim = _limit(m, bb["n_frames"], bb["n_layers"], bb["dim"])
         bound = max(sq["seconds"], lim or 0)
@@ -366,16 +366,16 @@ def rows(R: dict) -> list[dict]:
         anon = st["_proc"]["peak_anon_bytes"]
         acc = st["data_access"]
         size = f"{bb['n_utterances']} utt. (mean {bb['mean_seconds']:.1f} s), {bb['n_frames'] / 1e6:.2f} M frames = {_gb(bb['data_bytes'])}"
-        out.append(row("7d", f"IEMOCAP-4-class x{e['scale']:g} ({size}), one cold Dense epoch: wall s vs one cold sequential read",
+        out.append(row("8d", f"IEMOCAP-4-class x{e['scale']:g} ({size}), one cold Dense epoch: wall s vs one cold sequential read",
                        wall, sq["seconds"], wall / bound, lim, None, "<= 1.3x max(read, compute limit)",
                        "met" if wall <= 1.3 * bound else "not met",
                        note=f"access {acc['mode']} (budget {_gb(acc['budget_bytes'])} {acc.get('budget_from')}, windows {_gb(acc.get('window_bytes'))}, "
                             f"{acc['shards']} shards); read {sq['gb_per_s']:.2f} GB/s; compute limit {lim or 0:.1f} s"))
-        out.append(row("7e", f"IEMOCAP-4-class x{e['scale']:g}, that epoch: peak anonymous memory", _gb(anon), None, None, None, None,
+        out.append(row("8e", f"IEMOCAP-4-class x{e['scale']:g}, that epoch: peak anonymous memory", _gb(anon), None, None, None, None,
                        "<= 3 GB", "met" if anon <= 3e9 else "not met", note=f"VmHWM {_gb(st['_proc']['peak_rss_bytes'])} (mapped pages)"))
         rw = e.get("random_warm", {})
         if rw.get("epoch_seconds"):
-            out.append(row("7f", f"IEMOCAP-4-class x{e['scale']:g}, warm epoch with a budget that holds it (random batches)",
+            out.append(row("8f", f"IEMOCAP-4-class x{e['scale']:g}, warm epoch with a budget that holds it (random batches)",
                            min(rw["epoch_seconds"][1:] or rw["epoch_seconds"]), None, None, lim, None, "report", "info",
                            note=f"peak anonymous {_gb(rw['_proc']['peak_anon_bytes'])}; epochs {', '.join(f'{x:.1f}' for x in rw['epoch_seconds'])} s"))
     return out

@@ -3,7 +3,8 @@
 A :class:`ShardFrames` looks like one array of shape ``(total_frames, n_layers, dim)`` (the
 selected layers of a store's shards, concatenated), but nothing is loaded when it is made:
 :meth:`ShardFrames.read` copies the rows of the utterances asked for (a batch) straight from
-the memory-mapped shard files. The frames therefore live in the operating system's page
+the shard files (``preadv`` out of the kernel's page cache; a memory map where ``preadv`` is
+missing). The frames therefore live in the operating system's page
 cache, which every process reading the same cache shares, never in a private copy of the
 store; how much of them stays there is the kernel's business (it is reclaimable memory).
 
@@ -24,6 +25,7 @@ Either way every utterance is seen exactly once per epoch.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -71,6 +73,7 @@ class ShardFrames:
         self.dtype = np.dtype(dtype)
         self.rows_read = 0
         self._fds: dict[int, int] = {}
+        self._lock = threading.Lock()  # plans in several threads may read one source
 
     @classmethod
     def of_store(cls, reader: StoreReader, layers: Sequence[int]) -> "ShardFrames":
@@ -186,10 +189,11 @@ class ShardFrames:
                 done += got
 
     def _fd(self, p: int) -> int:
-        fd = self._fds.get(p)
-        if fd is None:
-            fd = self._fds[p] = os.open(self._parts[p][0].path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        return fd
+        with self._lock:
+            fd = self._fds.get(p)
+            if fd is None:
+                fd = self._fds[p] = os.open(self._parts[p][0].path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            return fd
 
     def close(self) -> None:
         """Close the file descriptors opened for reading (reopened when read again)."""
@@ -203,8 +207,12 @@ class ShardFrames:
     def __del__(self) -> None:
         self.close()
 
-    def __getstate__(self) -> dict:  # descriptors do not travel
-        return {k: v for k, v in self.__dict__.items() if k != "_fds"} | {"_fds": {}}
+    def __getstate__(self) -> dict:  # descriptors and the lock do not travel
+        return {k: v for k, v in self.__dict__.items() if k not in ("_fds", "_lock")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._fds, self._lock = {}, threading.Lock()
 
     def __getitem__(self, key):
         """Contiguous row slices only (``frames[s:e]``), as :meth:`read` returns them."""

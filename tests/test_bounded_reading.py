@@ -239,3 +239,13 @@ def test_layer_major_batches_give_the_frame_major_gradients(fs, normalised):
     assert sl.source.stride()[0] == sl.source.shape[2]  # really layer-major
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-4)
+
+
+def test_a_pickled_source_reads_the_same_rows(fs):
+    import pickle
+
+    st = fs.to_packed().streams[0]
+    st.data.read(st.starts[[0]], st.lengths[[0]])  # opens a descriptor, which must not travel
+    copy = pickle.loads(pickle.dumps(st.data))
+    idx = np.array([1, 30])
+    np.testing.assert_array_equal(copy.read(st.starts[idx], st.lengths[idx]), st.data.read(st.starts[idx], st.lengths[idx]))

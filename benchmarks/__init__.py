@@ -16,6 +16,9 @@ Modules:
 * :mod:`benchmarks.naive` -- the naive baselines (labelled as such);
 * :mod:`benchmarks.extraction`, :mod:`benchmarks.training`, :mod:`benchmarks.grid`,
   :mod:`benchmarks.reading` -- the measured jobs of targets 1-5;
+* :mod:`benchmarks.gpu` (rows in :mod:`benchmarks.gpu_rows`) -- item 5, one GPU in under 8
+  minutes: its matmul limits, extraction, a Dense epoch, fine-tuning steps
+  (``gpu_check.sh`` runs it on a lent GPU machine);
 * :mod:`benchmarks.worker` -- runs each job in a fresh process, with its peak RSS and the
   load other processes put on the machine;
 * :mod:`benchmarks.report` -- table rows, markdown, JSON, the doc.

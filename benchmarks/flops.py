@@ -95,3 +95,19 @@ def dense_flops_per_frame(n_layers: int, dim: int, hidden: tuple[int, ...], n_cl
     forward = mix + dense
     backward = 2.0 * dense + mix
     return {"forward": forward, "backward": backward, "total": forward + backward}
+
+
+def lstm_flops_per_frame(dim: int, hidden: tuple[int, ...], bidirectional: bool = False) -> dict[str, float]:
+    """Training FLOPs per frame of the LSTM head: dense layers ``hidden[:-1]``, then an LSTM of ``hidden[-1]``.
+
+    The LSTM does ``2 x 4 H (I + H)`` per frame and direction (four gates, input and recurrent
+    products); the backward pass is counted as twice the forward work, as for the dense layers.
+    """
+    dense, d_in = 0.0, dim
+    for h in hidden[:-1]:
+        dense += 2.0 * d_in * h
+        d_in = h
+    size = hidden[-1]
+    lstm = 2.0 * 4 * size * (d_in + size) * (2 if bidirectional else 1)
+    forward = dense + lstm
+    return {"forward": forward, "backward": 2.0 * forward, "total": 3.0 * forward}

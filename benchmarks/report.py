@@ -247,12 +247,9 @@ def build_rows(R: dict) -> list[dict]:
 
     # ---------------------------------------------------------------- 6 GPU
     if "gpu" in parts:
-        gp = R.get("gpu", {})
-        if gp.get("measured"):
-            o = gp["ours"]
-            rows.append(row("6", f"extraction on {gp.get('name')}: audio-s/s (bf16)", o.get("audio_s_per_s"), None, None, None, None, "report", "info"))
-        else:
-            rows.append(row("6", "GPU extraction", "not measured (no GPU)", None, None, None, None, "report", "not measured"))
+        from benchmarks.gpu_rows import report_rows as gpu_rows
+
+        rows += gpu_rows(R.get("gpu", {}), row)
 
     # ---------------------------------------------------------------- 7 distributed (Dask)
     if "distributed" in parts:
@@ -315,6 +312,10 @@ def machine_lines(R: dict) -> str:
         + (f", and the measured processes got {fmt(load.get('own_cores_mean'))} cores (their CPU time / wall time)" if load.get("own_cores_mean") else "")
         + (" -- **the machine was shared: timings are noisy**" if (load.get("others_cores_mean") or 0) > 0.2 else ""),
     ]
+    from benchmarks.gpu_rows import machine_line as gpu_line
+
+    if gpu_line(R.get("gpu") or {}):
+        lines.insert(2, gpu_line(R["gpu"]))
     if _get(R, "options", "quick"):
         lines.insert(0, "- **--quick run: tiny sizes (tiny model, 13 x 32 features); the statuses are not meaningful**")
     return "\n".join(lines) + "\n"

@@ -55,6 +55,13 @@ JOBS = {
     "dist_extract": "benchmarks.distributed:extract_job",
     "dist_equal": "benchmarks.distributed:equal_job",
     "dist_grid": "benchmarks.distributed:grid_job",
+    "gpu_limits": "benchmarks.gpu:limits_job",
+    "gpu_extract": "benchmarks.gpu:extract_job",
+    "gpu_dense": "benchmarks.gpu:dense_job",
+    "gpu_finetune": "benchmarks.gpu:finetune_job",
+    "heads_build": "benchmarks.heads:build_job",
+    "heads_epoch": "benchmarks.heads:epoch_job",
+    "heads_fit": "benchmarks.heads:fit_job",
 }
 
 

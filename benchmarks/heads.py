@@ -78,6 +78,13 @@ def _frames(fs, idx: np.ndarray) -> int:
     return int(np.asarray(fs[idx].to_packed().streams[0].lengths).sum())
 
 
+def _padded_frames(fs, idx: np.ndarray, batch_size: int, seed: int) -> int:
+    """Frames of an epoch's zero-padded batches (each batch padded to its longest), shuffled order."""
+    lengths = np.asarray(fs[idx].to_packed().streams[0].lengths)
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    return int(sum(len(b) * lengths[b].max() for b in np.array_split(order, max(1, len(order) // batch_size))))
+
+
 def epoch_job(cache: str, features: str, model: str = "dense", epochs: int = 4, fused: bool = True, seed: int = 0) -> dict:
     """Time ``epochs`` epochs of one head (no early stopping) on the training actors."""
     import torch
@@ -111,8 +118,36 @@ def epoch_job(cache: str, features: str, model: str = "dense", epochs: int = 4, 
         "epoch_seconds": [d for d, _ in rec], "epoch_cpu_seconds": [b - a for (_, a), (_, b) in zip(rec, rec[1:])],
         "n_train": len(tr), "n_valid": len(va), "train_frames": _frames(fs, tr), "valid_frames": _frames(fs, va),
         "dim": int(fs.shape[-1]), "n_classes": len(est.classes_), "hidden": list(est.hidden_sizes),
+        "padded_frames": _padded_frames(fs, tr, int(est.batch_size), seed) if model == "lstm" else None,
         "cpu_total": t0.user + t0.system,
     }
+
+
+def lstm_kernel_job(batch: int = 32, steps: int = 400, size: int = 128, rounds: int = 3) -> dict:
+    """GFLOP/s of torch's CPU LSTM alone (forward + backward) on one zero-padded batch.
+
+    The recurrent products of a batch of 32 are small matrices (32 x 128 times 128 x 512 per
+    step): this rate, not the large-matrix rate, bounds an LSTM epoch (see the LSTM rows).
+    """
+    import torch
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(size, size, batch_first=True)
+    x = torch.randn(batch, steps, size, requires_grad=True)
+
+    def step() -> None:
+        out, _ = lstm(x)
+        out.sum().backward()
+
+    step()
+    best_s = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        step()
+        best_s = min(best_s, time.perf_counter() - t0)
+    flops = 3 * 2.0 * 4 * size * (2 * size) * batch * steps
+    return {"gflops": flops / best_s / 1e9, "shape": [batch, steps, size], "seconds": best_s,
+            "mkldnn": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)}
 
 
 def fit_job(cache: str, features: str = "egemaps", seeds: int = 5, out_dir: str = "") -> dict:
@@ -180,8 +215,15 @@ def rows(R: dict) -> list[dict]:
                     f"= {lim['flops'] / 1e9:.1f} GFLOP / {lim['rate']:.0f} GFLOP/s fp32; epochs "
                     f"{', '.join(f'{x:.2f}' for x in res['epoch_seconds'])} s")
             plain = best(part.get("dense_plain", {})) if model == "dense" else None
+            kern = R.get("lstm_kernel", {})
+            if model == "lstm" and kern.get("gflops"):
+                padded = res.get("padded_frames")
+                note += (f"; torch's LSTM alone (forward + backward, batch {kern['shape'][0]} x {kern['shape'][1]} steps) runs at "
+                         f"{kern['gflops']:.0f} GFLOP/s, {kern['gflops'] / lim['rate']:.0%} of the matmul rate")
+                if padded:
+                    note += f"; batches are zero-padded to their longest utterance: {padded / res['train_frames']:.2f}x the real frames"
             if plain:
-                note += f"; plain nn.Sequential (fusion off) {plain:.2f} s in the same run ({plain / t:.2f}x slower)"
+                note += f"; with the fused CPU blocks off (plain nn.Sequential) {plain:.2f} s in the same run ({plain / t:.2f}x ours)"
             ratio = t / lim["seconds"]
             out.append(row(num, f"{model.upper() if model == 'lstm' else 'Dense'} epoch on {feat} ({size}): s vs the compute limit",
                            t, None, ratio, lim["seconds"], lim["seconds"] / t, f"<= {target:g}x the limit",
@@ -249,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         return res
 
     R: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": "python -m benchmarks.heads " + " ".join(argv or sys.argv[1:]),
-               "features": feats, "epochs": {}}
+               "features": feats, "epochs": {}, "load": {"start": list(os.getloadavg())}}
+    t_start = time.perf_counter()
     try:
         R["machine"] = run("machine", quick=args.quick)
         if args.cache:
@@ -265,10 +308,13 @@ def main(argv: list[str] | None = None) -> int:
                 "dense_plain": run("heads_epoch", cache=cache, features=feat, model="dense", epochs=epochs, fused=False),
                 "lstm": run("heads_epoch", cache=cache, features=feat, model="lstm", epochs=epochs),
             }
+        R["lstm_kernel"] = run("heads_lstm_kernel", steps=50 if args.quick else 400)
         if cache and not (args.skip_fit or args.quick):  # a quick corpus has no test actors
             R["fit"] = run("heads_fit", cache=cache, features=feats[0], seeds=1 if args.quick else args.seeds, out_dir=str(wd / "fit"))
     finally:
         shutil.rmtree(wd, ignore_errors=True)
+    R["load"]["end"] = list(os.getloadavg())
+    R["wall_seconds"] = time.perf_counter() - t_start
     R["rows"] = rows(R)
     text = render(R)
     print(text)

@@ -62,6 +62,7 @@ JOBS = {
     "heads_build": "benchmarks.heads:build_job",
     "heads_epoch": "benchmarks.heads:epoch_job",
     "heads_fit": "benchmarks.heads:fit_job",
+    "heads_lstm_kernel": "benchmarks.heads:lstm_kernel_job",
 }
 
 

@@ -19,14 +19,9 @@ import time
 from typing import Any
 
 from featcache._dask_tasks import extract_unit
-from featcache.errors import FeatcacheError, StoreError
+from featcache.errors import ClusterError, StoreError
 
-__all__ = ["ClusterError", "DaskRun"]
-
-
-class ClusterError(FeatcacheError):
-    """The Dask cluster cannot be used: no scheduler there, a worker cannot see the data,
-    workers keep dying on a unit of work."""
+__all__ = ["DaskRun"]
 
 
 class _Bar:

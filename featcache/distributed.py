@@ -29,7 +29,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
-from featcache._dask_run import ClusterError, DaskRun
+from featcache._dask_run import DaskRun
+from featcache.errors import ClusterError
 from featcache._dask_tasks import check_paths, listing
 from featcache.errors import ParameterError
 

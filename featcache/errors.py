@@ -18,6 +18,7 @@ __all__ = [
     "StoreMismatchError",
     "SpecError",
     "DownloadError",
+    "ClusterError",
     "IncompleteStoreWarning",
 ]
 
@@ -82,6 +83,11 @@ class SpecError(FeatcacheError, ValueError):
 
 class DownloadError(FeatcacheError):
     """A corpus download failed (network, checksum, archive)."""
+
+
+class ClusterError(FeatcacheError):
+    """The Dask cluster cannot be used: no scheduler there, a worker cannot see the data,
+    workers keep dying on a unit of work."""
 
 
 class IncompleteStoreWarning(UserWarning):

@@ -19,6 +19,10 @@ Modules:
 * :mod:`benchmarks.gpu` (rows in :mod:`benchmarks.gpu_rows`) -- item 5, one GPU in under 8
   minutes: its matmul limits, extraction, a Dense epoch, fine-tuning steps
   (``gpu_check.sh`` runs it on a lent GPU machine);
+* standalone modules with their own command and table: :mod:`benchmarks.heads` (heads on
+  handcrafted features vs their compute limit, the whole ``estimators fit``),
+  :mod:`benchmarks.bounded` (bounded memory), :mod:`benchmarks.distributed` (Dask; also
+  ``--only distributed``), :mod:`benchmarks.ecapa`, :mod:`benchmarks.finetune`;
 * :mod:`benchmarks.worker` -- runs each job in a fresh process, with its peak RSS and the
   load other processes put on the machine;
 * :mod:`benchmarks.report` -- table rows, markdown, JSON, the doc.

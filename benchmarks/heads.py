@@ -242,7 +242,7 @@ def rows(R: dict) -> list[dict]:
 def render(R: dict) -> str:
     from benchmarks.report import machine_lines, markdown_table
 
-    head = f"## Heads on handcrafted features (issue 17), {R['date']}\n\n- command: `{R['command']}`\n"
+    head = f"## Heads on handcrafted features (issue 17), {R['date']}\n\n"
     if R.get("build", {}).get("synthetic"):
         head += "- audio: synthetic RAVDESS-like (no --corpus)\n"
     return f"{head}{machine_lines(R)}\n\n{markdown_table(R['rows'])}\n"

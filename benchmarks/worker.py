@@ -63,6 +63,9 @@ JOBS = {
     "heads_epoch": "benchmarks.heads:epoch_job",
     "heads_fit": "benchmarks.heads:fit_job",
     "heads_lstm_kernel": "benchmarks.heads:lstm_kernel_job",
+    "hand_rates": "benchmarks.handcrafted:rates_job",
+    "hand_cli": "benchmarks.handcrafted:cli_job",
+    "hand_diff": "benchmarks.handcrafted:diff_job",
 }
 
 

@@ -62,7 +62,9 @@ def main() -> None:
 @click.option("--frames", type=click.Choice(["all", "none"]), default="all", show_default=True,
               help="none: the model's store keeps per-utterance statistics only (for pooled='mean').")
 @click.option("--shard-size", type=click.IntRange(min=1), default=256, show_default=True, help="Utterances per shard.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Threads for audio decoding and handcrafted features.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Workers for audio decoding and handcrafted features: processes without a model (default: one per"
+              " core, from 2 min of audio), threads with one (default 1).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N utterances (a quick trial).")
 @click.option("--strict", is_flag=True, help="Exit with status 1 when any file failed.")
 @quiet_option()

@@ -2,8 +2,9 @@
 
 Audio decoding and the handcrafted extractors (MFCC, log-mel, spectrogram, eGeMAPS) run in
 a small thread pool ahead of the self-supervised model, so they overlap with it instead of
-serialising behind it. The model gets length-sorted batches (see
-:meth:`featcache.extractors.ssl.SSLExtractor.batch`).
+serialising behind it; without a model they run in worker processes, one per core
+(:mod:`featcache._procpool`; this process alone writes the stores). The model gets
+length-sorted batches (see :meth:`featcache.extractors.ssl.SSLExtractor.batch`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -19,6 +20,7 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from featcache._procpool import PreparePool, check_workers, plan_workers, planned_seconds
 from featcache.audio import load_audio
 from featcache.corpora import Corpus, get_corpus
 from featcache.errors import AudioError, FeatcacheError, ParameterError, StoreError
@@ -180,7 +182,7 @@ def extract(
     names: dict[str, str] | None = None,
     shard_size: int = 256,
     batch_seconds: float = 60.0,
-    workers: int = 1,
+    workers: int | None = None,
     progress: bool = True,
     limit: int | None = None,
     frames: str = "all",
@@ -213,8 +215,13 @@ def extract(
         Most utterances per shard.
     batch_seconds : float
         Audio seconds per batch given to the self-supervised model.
-    workers : int
-        Threads decoding audio and running the handcrafted extractors.
+    workers : int or None
+        Workers decoding audio and running the handcrafted extractors: threads alongside a
+        self-supervised model, worker processes without one (when > 1, picklable extractors
+        and a main script guarded by ``if __name__ == "__main__":``). None (default):
+        without a model and with at least two minutes of audio to do, one process per
+        usable core, else one thread (:func:`featcache._procpool.plan_workers`). The
+        features are the same either way.
     limit : int, optional
         Only the first ``limit`` utterances of the table (quick trials).
     frames : {"all", "none"}
@@ -229,6 +236,7 @@ def extract(
         raise ParameterError("max_seconds", "a positive number of seconds or None", max_seconds)
     if frames not in ("all", "none"):
         raise ParameterError("frames", "'all' or 'none'", frames)
+    check_workers(workers)
     t0 = time.perf_counter()
     cobj = get_corpus(corpus)
     scan = cobj.scan(Path(data_dir))
@@ -250,6 +258,8 @@ def extract(
             raise StoreError(f"{cache}: writing the utterance table failed ({e}); free disk space or fix the cause and re-run") from e
         todo = _plan(table, writers)
         summary.skipped = len(table) - len(todo)
+        if workers is None and run is not None:  # Dask workers: one decoding thread each, as before
+            workers = 1
         try:
             seconds = dict(zip(table["id"], table["duration"])) if "duration" in table else {}
             units = plan_units(todo, seconds, writers, max_seconds)
@@ -410,17 +420,19 @@ def run_todo(todo, table, cobj, data_dir, extractors, writers, summary, max_seco
     :class:`~featcache.store.StoreWriter` or, on a Dask worker, its ``stager()``); ``units``
     are the sizes of :func:`featcache.workunits.plan_units` (a model batch never spans two).
     """
-    _run(todo, table, cobj, data_dir, extractors, writers, summary, max_seconds, batch_seconds, workers, progress, units)
+    _run(todo, table, cobj, data_dir, extractors, writers, summary, max_seconds, batch_seconds, workers, progress, units,
+         processes=False)  # on a Dask worker (a daemon process): threads
 
 
 def _run(todo, table, cobj, data_dir, extractors, writers, summary, max_seconds, batch_seconds, workers, progress,
-         units=None) -> None:
-    """Extract every utterance of ``todo``: decoding ahead in threads, models in batches (never across units)."""
+         units=None, processes=True) -> None:
+    """Extract every utterance of ``todo``: decoding ahead in threads or processes, models in batches (never across units)."""
     ends = set(itertools.accumulate(units or []))
     paths = dict(zip(table["id"], table["path"]))
     runner = _Runner(todo, writers, summary, extractors, batch_seconds, progress)
-    ahead = max(8, 4 * workers)
-    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    n, procs = plan_workers(workers, runner.cheap, bool(runner.models), planned_seconds(todo, table, max_seconds), processes)
+    ahead = max(8, 4 * n)
+    pool = PreparePool(_prepare, runner.cheap, n, processes=procs)
     queue: deque[Future] = deque()
     it = iter(todo)
     taken = 0
@@ -428,7 +440,7 @@ def _run(todo, table, cobj, data_dir, extractors, writers, summary, max_seconds,
     def fill() -> None:
         for uid, needs in it:
             path = cobj.resolve(data_dir, paths[uid])
-            queue.append(pool.submit(_prepare, uid, path, runner.rate, max_seconds, runner.cheap, needs))
+            queue.append(pool.submit(uid, path, runner.rate, max_seconds, needs))
             if len(queue) >= ahead:
                 return
 
@@ -437,11 +449,11 @@ def _run(todo, table, cobj, data_dir, extractors, writers, summary, max_seconds,
         while queue:
             fut = queue.popleft()
             fill()
-            runner.take(fut.result())
+            runner.take(pool.result(fut))
             taken += 1
             if taken in ends:
                 runner.run_models()
         runner.run_models()
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown()
         runner.close()

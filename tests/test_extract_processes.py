@@ -8,6 +8,7 @@ failures and their reasons, statistics, content fingerprints; and resuming after
 from __future__ import annotations
 
 import os
+import threading
 import shutil
 
 import numpy as np
@@ -208,9 +209,19 @@ def test_threads_where_processes_cannot_be_spawned(monkeypatch, tmp_path):
     assert not _procpool.main_is_guarded()
 
 
+class _HoldsALock(FeatcacheError):
+    """An error that cannot be pickled whatever pickling support is installed (a lock in its state)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
 def test_exceptions_that_do_not_pickle_still_reach_the_caller():
-    e = _procpool._sendable(ParameterError("x", "positive", -1))  # needs three arguments to unpickle
-    assert type(e) is FeatcacheError and "ParameterError" in str(e) and "x must be positive" in str(e)
+    # (ParameterError alone is not enough: once Dask distributed is imported, tblib makes
+    # every exception picklable, and then it is sent as it is)
+    e = _procpool._sendable(_HoldsALock("x must be positive; got -1"))
+    assert type(e) is FeatcacheError and "_HoldsALock" in str(e) and "x must be positive" in str(e)
     keep = FeatcacheError("plain")
     assert _procpool._sendable(keep) is keep
 

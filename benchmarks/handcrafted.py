@@ -357,16 +357,10 @@ BEGIN, END = "<!-- handcrafted:begin (python -m benchmarks.handcrafted --write-d
 
 
 def write_doc(path: Path, text: str) -> Path:
-    """Replace the section between the handcrafted markers of ``path`` (appended when absent)."""
-    doc = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n{text}{END}\n"
-    if BEGIN in doc and END in doc:
-        a, b = doc.index(BEGIN), doc.index(END) + len(END)
-        doc = doc[:a] + block.rstrip("\n") + doc[b:]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block
-    path.write_text(doc)
-    return path
+    """Replace the handcrafted section of ``path`` (appended when absent)."""
+    from benchmarks.report import write_section
+
+    return write_section(path, BEGIN, END, text)
 
 
 if __name__ == "__main__":

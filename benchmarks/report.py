@@ -284,6 +284,24 @@ def markdown_table(rows: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def write_section(path: Path, begin: str, end: str, text: str) -> Path:
+    """Replace the text between the markers ``begin`` and ``end`` of ``path`` (appended when absent).
+
+    Each standalone benchmark (``benchmarks.heads``, ``benchmarks.handcrafted``) keeps its table
+    in its own section of docs/benchmarks.md; what is outside the markers is left as it is.
+    """
+    path = Path(path)
+    doc = path.read_text() if path.exists() else ""
+    block = f"{begin}\n{text}{end}\n"
+    if begin in doc and end in doc:
+        a, b = doc.index(begin), doc.index(end) + len(end)
+        doc = doc[:a] + block.rstrip("\n") + doc[b:]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + block
+    path.write_text(doc)
+    return path
+
+
 def machine_lines(R: dict) -> str:
     m = R.get("machine", {})
     cpu = m.get("cpu", {})

@@ -251,6 +251,7 @@ def _gb(x) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.report import publish
     from benchmarks.worker import run_subprocess
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bounded", description=__doc__.splitlines()[0])
@@ -316,10 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(wd, ignore_errors=True)
     R["rows"] = rows(R)
     text = render(R)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(R, indent=1, default=str))
-    print(f"JSON: {args.out}")
+    publish(R, text, args.out)
     return 0
 
 

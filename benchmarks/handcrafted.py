@@ -44,7 +44,6 @@ it (``others_cores``); treat the figures of a busy machine as noisy.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import resource
@@ -212,6 +211,7 @@ def diff_job(cache_a: str, cache_b: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.data import corpus_files, link_subset, spread
+    from benchmarks.report import publish
     from benchmarks.worker import REPO, run_subprocess
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.handcrafted", description=__doc__.splitlines()[0])
@@ -270,10 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         R["load"].update(others_cores_mean=sum(others) / len(others), others_cores_max=max(others))
     R["rows"] = rows(R)
     text = render(R)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(R, indent=1, default=str))
-    print(f"JSON: {args.out}")
+    publish(R, text, args.out)
     if args.write_doc:
         print(f"doc: {write_doc(args.write_doc, text)}")
     return 0

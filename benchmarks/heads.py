@@ -165,11 +165,11 @@ def fit_job(cache: str, features: str = "egemaps", seeds: int = 5, out_dir: str 
 
 
 def _fit_summary(report: dict) -> dict:
-    """Epochs and scores of a report.json, whatever keys hold them."""
-    runs = report.get("runs") or report.get("folds") or []
-    epochs = [r.get("n_epochs") for r in runs if isinstance(r, dict) and r.get("n_epochs") is not None]
-    summary = report.get("summary") or {}
-    return {"epochs": epochs, "summary": summary}
+    """Epochs of every fit and the UAR of a ``report.json`` (its ``per_fold`` and ``metrics``)."""
+    folds = report.get("per_fold") or []
+    uar = (report.get("metrics") or {}).get("uar") or {}
+    return {"epochs": [f["n_epochs"] for f in folds if f.get("n_epochs") is not None],
+            "uar_mean": uar.get("mean"), "uar_std": uar.get("std")}
 
 
 def limits(machine: dict, res: dict) -> dict | None:
@@ -232,8 +232,12 @@ def rows(R: dict) -> list[dict]:
     if fit.get("wall_seconds"):
         w = fit["wall_seconds"]
         ep = fit.get("report", {}).get("epochs") or []
+        rep = fit.get("report", {})
+        note = f"epochs per fit: {ep}" if ep else ""
+        if rep.get("uar_mean") is not None:
+            note += f"; UAR {100 * rep['uar_mean']:.1f} ± {100 * (rep.get('uar_std') or 0):.1f} % over the seeds"
         out.append(row("9g", f"`{fit['command']}` (fits + refit): wall s", w, None, None, None, None, "<= 180 s",
-                       "met" if w <= 180 else "NOT MET", note=f"epochs per fit: {ep}" if ep else ""))
+                       "met" if w <= 180 else "NOT MET", note=note))
     elif fit:
         out.append(row("9g", "estimators fit ... --seeds N", status="failed", note=fit.get("error", "")[:300]))
     return out
@@ -259,6 +263,7 @@ def write_doc(path: Path, text: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.report import publish
     from benchmarks.worker import REPO, run_subprocess
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.heads", description=__doc__.splitlines()[0])
@@ -311,10 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     R["wall_seconds"] = time.perf_counter() - t_start
     R["rows"] = rows(R)
     text = render(R)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(R, indent=1, default=str))
-    print(f"JSON: {args.out}")
+    publish(R, text, args.out)
     if args.write_doc:
         print(f"doc: {write_doc(args.write_doc, text)}")
     return 0

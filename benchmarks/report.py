@@ -284,6 +284,15 @@ def markdown_table(rows: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def publish(R: dict, text: str, out: Path) -> None:
+    """Print a standalone benchmark's table and write its results ``R`` as JSON to ``out``."""
+    print(text)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(R, indent=1, default=str))
+    print(f"JSON: {out}")
+
+
 def write_section(path: Path, begin: str, end: str, text: str) -> Path:
     """Replace the text between the markers ``begin`` and ``end`` of ``path`` (appended when absent).
 

@@ -209,11 +209,6 @@ def _sendable(e: Exception) -> Exception:
         return FeatcacheError(f"{type(e).__name__}: {e}")
 
 
-def _worker_threads() -> dict[str, int]:
-    """The thread counts of a worker (started with the others, see :meth:`PreparePool.worker_threads`)."""
-    return thread_counts()
-
-
 class PreparePool:
     """Runs ``prepare(uid, path, rate, max_seconds, cheap, needs)`` in worker threads or processes.
 
@@ -241,7 +236,7 @@ class PreparePool:
         for k, v in SPAWN_ENV.items():
             os.environ.setdefault(k, v)
         try:  # each submit while no worker is idle spawns one: all of them start now, with this environment
-            self._started = [self._pool.submit(_worker_threads) for _ in range(self.workers)]
+            self._started = [self._pool.submit(thread_counts) for _ in range(self.workers)]
         finally:
             for k, v in saved.items():
                 if v is None:

@@ -130,7 +130,6 @@ def test_only_gpu_without_a_gpu_gives_not_measured_rows(tmp_path):
     from benchmarks.__main__ import main
 
     out, doc = tmp_path / "out", tmp_path / "gpu.md"
-    t0 = time.perf_counter()
     assert main(["--quick", "--inline", "--only", "gpu", "--workdir", str(tmp_path / "wd"), "--out", str(out), "--write-doc", str(doc)]) == 0
     R = json.loads((out / "latest.json").read_text())
     assert R["gpu"]["measured"] is False and "extraction" not in R and "training_data" not in R
@@ -138,4 +137,4 @@ def test_only_gpu_without_a_gpu_gives_not_measured_rows(tmp_path):
     ids = [r["id"] for r in R["rows"]]
     assert ids == ["6"] + [i for i, _ in FIGURES]
     assert all(r["ours"] == NOT_MEASURED and r["status"] == "not measured" for r in R["rows"])
-    assert doc.read_text().count(NOT_MEASURED) == len(ids) and time.perf_counter() - t0 < 60
+    assert doc.read_text().count(NOT_MEASURED) == len(ids)  # and no job ran: test_no_gpu_runs_nothing

@@ -50,7 +50,7 @@ def test_rows_compare_the_best_epoch_after_the_first():
     assert rows["9a"]["status"] == ("met" if 0.9 <= 2 * lim else "NOT MET")
     assert "2.00x ours" in rows["9a"]["note"]  # the plain path, 1.8 s vs 0.9 s
     assert rows["9b"]["status"] == "NOT MET" and "1.40x the real frames" in rows["9b"]["note"]
-    assert rows["9g"]["status"] == "met"
+    assert rows["9g"]["status"] == "met" and "[20, 30]" in rows["9g"]["note"]
     R["fit"]["wall_seconds"] = 200.0
     assert {r["id"]: r for r in heads.rows(R)}["9g"]["status"] == "NOT MET"
 
@@ -63,3 +63,13 @@ def test_write_doc_replaces_its_own_section(tmp_path):
     text = doc.read_text()
     assert text.count(heads.BEGIN) == 1 and "second table" in text and "first table" not in text
     assert text.startswith("# Benchmarks\n\nother text\n")
+
+
+def test_fit_summary_reads_the_report_json_keys():
+    report = {"per_fold": [{"seed": 0, "n_epochs": 28}, {"seed": 1, "n_epochs": 19}],
+              "metrics": {"uar": {"mean": 0.5827, "std": 0.0244, "values": [0.62, 0.56]}}}
+    got = heads._fit_summary(report)
+    assert got == {"epochs": [28, 19], "uar_mean": 0.5827, "uar_std": 0.0244}
+    R = {"machine": {}, "features": [], "fit": {"wall_seconds": 150.0, "command": "c", "report": got}}
+    note = {r["id"]: r for r in heads.rows(R)}["9g"]["note"]
+    assert "[28, 19]" in note and "UAR 58.3 ± 2.4 %" in note

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from featcache.errors import ParameterError
@@ -55,6 +55,12 @@ def resolve_device(device: Any) -> Any:
 
 
 def resolve_precision(precision: Any, device: Any) -> str:
+    """The precision to run in; ``auto``: bf16 on a CUDA device that supports it, else fp32.
+
+    ``auto`` stays fp32 on every CPU, even one with native bf16 (AVX512-BF16 / AMX, where bf16
+    is ~4x faster): the same numbers on every machine, and a store resumed on another CPU
+    keeps its precision. ``bf16`` is asked for explicitly there.
+    """
     import torch
 
     allowed = "'fp32', 'bf16', 'fp16' or 'auto'"
@@ -124,7 +130,7 @@ def length_groups(frames: list[int], max_frames: int) -> list[list[int]]:
     return groups
 
 
-def encode_padded(model: Any, inputs: list[Any]) -> tuple[Any, list[int]]:
+def encode_padded(model: Any, inputs: list[Any], cnn: Callable[[Any], Any] | None = None) -> tuple[Any, list[int]]:
     """All hidden states of several utterances, the transformer run once on padded frames.
 
     The CNN feature encoder runs per utterance (its GroupNorm over time would see the
@@ -136,6 +142,9 @@ def encode_padded(model: Any, inputs: list[Any]) -> tuple[Any, list[int]]:
     model : transformers wav2vec2-family model
     inputs : list of tensor of shape (1, n_samples_i)
         Prepared waveforms on the model's device.
+    cnn : callable, optional
+        Replaces the model's CNN feature encoder: ``(1, n_samples)`` -> time-major
+        ``(1, n_frames, conv_dim)`` (:class:`featcache.extractors._cpu_bf16.ConvEncoder`).
 
     Returns
     -------
@@ -155,7 +164,7 @@ def encode_padded(model: Any, inputs: list[Any]) -> tuple[Any, list[int]]:
 
     feats = []
     for x in inputs:
-        f = model.feature_extractor(x).transpose(1, 2)
+        f = cnn(x) if cnn is not None else model.feature_extractor(x).transpose(1, 2)
         p = model.feature_projection(f)
         feats.append((p[0] if isinstance(p, tuple) else p)[0])
     lengths = [int(f.shape[0]) for f in feats]
@@ -179,4 +188,8 @@ def encode_padded(model: Any, inputs: list[Any]) -> tuple[Any, list[int]]:
                 h.remove()
     else:  # transformers 4.x: the encoder returns them itself
         captured = list(model.encoder(padded, attention_mask=mask, output_hidden_states=True, return_dict=True).hidden_states)
-    return torch.stack([h.float() for h in captured]), lengths
+    # one float32 copy of every state (not a float() copy and then a stack of those)
+    out = torch.empty((len(captured), *captured[0].shape), dtype=torch.float32, device=captured[0].device)
+    for i, h in enumerate(captured):
+        out[i].copy_(h)
+    return out, lengths

@@ -47,20 +47,19 @@ Precision (``precision=``):
 
 * ``"fp32"`` (default, paper-faithful): float32 everywhere; on CUDA TF32 is switched off
   for the duration of the call so that results match the CPU to float rounding.
-* ``"bf16"``: ``torch.autocast(device, torch.bfloat16)`` (CPU and CUDA). Measured
-  against fp32 (transformers 5.23, torch 2.13 CPU): on the tiny random test models
-  (hidden 32, 2 blocks) the max abs difference per layer is 2.5-4.4 % of that layer's
-  largest absolute value (0.07-0.12 absolute) and the mean abs difference 0.3-0.5 % of
-  it; on a randomly initialised full-size ``Wav2Vec2Config()`` (base) with two RAVDESS
-  utterances, max 1.4-2.1 % (0.07-0.10 absolute, layers 0/6/12) and mean 0.15-0.3 %.
-  Speed depends on native bf16 support: on a 2-core AMD EPYC with AVX2 only (no
-  AVX512-BF16/AMX) bf16 autocast was ~25x *slower* than fp32 (the CNN convolutions
-  dominate); it pays off on GPUs and on CPUs with AMX / AVX512-BF16 (a 2-core Xeon with
-  AMX: 8.8 audio-s/s in bf16 vs 5.8 in fp32, ``python -m benchmarks``).
+* ``"bf16"``: on CUDA ``torch.autocast(device, torch.bfloat16)``; on the CPU the weights are
+  cast to bf16 once and the CNN runs as time-major matmuls
+  (:mod:`featcache.extractors._cpu_bf16`; autocast for models it does not cover). Against
+  fp32 (transformers 5.24, torch 2.13): on the tiny random test models the max abs difference
+  per layer is 2.5-4.4 % of that layer's largest absolute value and the mean 0.3-0.5 %; on a
+  randomly initialised full-size ``Wav2Vec2Config()`` with RAVDESS utterances max 2.8 %, mean
+  0.2 %. Speed depends on native bf16: on a 2-core AMD EPYC with AVX2 only bf16 was ~25x
+  *slower* than fp32; on a 2-core Xeon with AMX the model ran at ~55 audio-s/s in bf16 vs
+  11.5 in fp32 (``python -m benchmarks --only extraction``, docs/benchmarks.md).
 * ``"fp16"``: ``torch.autocast("cuda", torch.float16)``; CUDA only (a
   :class:`~featcache.errors.ParameterError` on CPU, where fp16 autocast is not supported).
-* ``"auto"``: bf16 on a CUDA device that supports it, fp32 otherwise (CPU included: fp32
-  is paper-faithful and, without native bf16 hardware, also the fastest there).
+* ``"auto"``: bf16 on a CUDA device that supports it, fp32 otherwise -- on every CPU, so that
+  the numbers do not depend on the machine (pass ``bf16`` on a CPU with AVX512-BF16 / AMX).
 
 The precision actually used is part of :meth:`SSLExtractor.params`, so a store never mixes
 fp32 and bf16 features. The extractor always returns float32 arrays; the store keeps SSL
@@ -80,6 +79,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from featcache.errors import AudioError, ModelError, ModelSourceError, ParameterError
+from featcache.extractors._cpu_bf16 import ConvEncoder
 from featcache.extractors._layers import parse_layers
 from featcache.extractors.base import Extractor
 from featcache.extractors.runtime import (
@@ -179,6 +179,7 @@ class SSLExtractor(Extractor):
         self.model_type = str(getattr(cfg, "model_type", ""))
         self._identity = model_identity(self.resolved, cfg)
         self._model: Any = None
+        self._cnn: ConvEncoder | None = None  # set on loading for bf16 on the CPU
 
     @classmethod
     def from_params(cls, params: dict[str, Any], *, model: str | None = None, device: str = "auto", **context: Any) -> "SSLExtractor":
@@ -287,6 +288,7 @@ class SSLExtractor(Extractor):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_model"] = None
+        state["_cnn"] = None
         state["_device"] = str(self._device)
         return state
 
@@ -295,6 +297,7 @@ class SSLExtractor(Extractor):
 
         state = dict(state)
         state["_device"] = torch.device(state["_device"])
+        state.setdefault("_cnn", None)
         self.__dict__.update(state)
 
     # ------------------------------------------------------------------ running
@@ -307,8 +310,18 @@ class SSLExtractor(Extractor):
                 model, _ = load_model(self.resolved, device=self._device)
             if model.config.num_hidden_layers + 1 != self.model_layers:  # pragma: no cover
                 raise ModelError(f"{self.resolved.source!r}: config changed while loading")
+            if self._cpu_bf16(model):
+                import torch
+
+                self._cnn = ConvEncoder(model.feature_extractor)
+                model.to(torch.bfloat16)  # cast once; no autocast on every call
             self._model = model
         return self._model
+
+    def _cpu_bf16(self, model: Any) -> bool:
+        """bf16 on the CPU runs :mod:`featcache.extractors._cpu_bf16` where the model allows."""
+        return (self._device.type == "cpu" and self.precision == "bf16" and self._batchable()
+                and ConvEncoder.supports(model.feature_extractor))
 
     def load(self) -> SSLExtractor:
         """Load the weights now (they are otherwise loaded on first use)."""
@@ -338,6 +351,8 @@ class SSLExtractor(Extractor):
 
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
+        if self._cnn is not None:  # the model's weights are bf16 already
+            return stack
         if self.precision == "fp32":
             if self._device.type == "cuda":
                 stack.enter_context(no_tf32())
@@ -374,6 +389,8 @@ class SSLExtractor(Extractor):
         import torch
 
         model = self._get_model()
+        if self._cnn is not None:  # one processing path for one and many utterances
+            return self._encode_group([x])[0]
         with self._run_context():
             xt = self._to_device(x)[None]
             out = model(xt, output_hidden_states=True)
@@ -415,7 +432,7 @@ class SSLExtractor(Extractor):
         """Hidden states of a group: the CNN per utterance, the encoder once on padded frames."""
         model = self._get_model()
         with self._run_context():
-            hs, lengths = encode_padded(model, [self._to_device(x)[None] for x in xs])
+            hs, lengths = encode_padded(model, [self._to_device(x)[None] for x in xs], cnn=self._cnn)
             if hs.shape[0] != self.model_layers:  # pragma: no cover - layerdrop / odd encoder
                 raise ModelError(
                     f"{self.resolved.source!r}: captured {hs.shape[0]} hidden states, expected {self.model_layers}"

@@ -130,13 +130,7 @@ def fit(ctx, cache, features, model, target, loss, normalize, label_map, cv_spec
         precision=precision, pooling=pooling, fusion=fusion, n_jobs=n_jobs, refit=refit, allow_leakage=allow_leakage,
         average_checkpoints=average, command=_command_line(ctx),
     )
-    if not (scheduler or cluster):
-        _run_and_save(exp, out, overwrite, quiet)
-        return
-    from estimators.distributed import dask_backend
-
-    with dask_backend(scheduler, cluster, caches=(cache,) if cache is not None else ()):
-        _run_and_save(exp, out, overwrite, quiet)
+    _run_and_save(exp, out, overwrite, quiet, scheduler=scheduler, cluster=cluster, reads=(cache,), device=device)
 
 
 def _absolute_cache(cache: Path | None) -> Path | None:
@@ -149,8 +143,31 @@ def _absolute_cache(cache: Path | None) -> Path | None:
     return Path(found[0]) if len(found) == 1 else None
 
 
-def _run_and_save(exp, out: Path | None, overwrite: bool, quiet: bool) -> None:
-    """Run an experiment (fit, finetune), print its scores and write OUT."""
+def _corpus_folder(cache: Path | None) -> str | None:
+    """The audio folder a cache was extracted from (fine-tuning workers read its files), if recorded."""
+    if cache is None:
+        return None
+    from featcache import open_cache
+
+    return open_cache(cache).info.get("data_dir") or None
+
+
+def _run_and_save(exp, out: Path | None, overwrite: bool, quiet: bool, *, scheduler: str | None = None,
+                  cluster: str | None = None, reads: tuple = (), device: str = "auto") -> None:
+    """Run an experiment (fit, finetune), print its scores and write OUT; on a Dask cluster when asked.
+
+    ``reads``: folders every worker must see (the cache, a local model; None entries skipped).
+    With ``--cluster local:N`` and a ``cuda``/``auto`` device on a box with several GPUs, each
+    worker gets one GPU in turn.
+    """
+    if scheduler or cluster:
+        from estimators.distributed import dask_backend
+        from featcache.distributed import spread_gpus
+
+        gpus = spread_gpus([device]) if cluster else None
+        with dask_backend(scheduler, cluster, caches=tuple(p for p in reads if p is not None), gpus=gpus):
+            _run_and_save(exp, out, overwrite, quiet)
+        return
     from estimators.experiment import run_experiment, summary_lines
 
     out = _out_dir(out, overwrite)
@@ -201,11 +218,12 @@ def _run_and_save(exp, out: Path | None, overwrite: bool, quiet: bool) -> None:
 @click.option("--refit/--no-refit", default=True, show_default=True, help="Refit on all data and save the model (with the fine-tuned upstream in OUT/model/upstream).")
 @allow_leakage_option
 @quiet_option("No progress bars.")
+@cluster_options("the fits (folds x seeds x grid points)")
 @click.pass_context
 @library_errors
 def finetune(ctx, cache, model, head, hidden, target, loss, label_map, cv_spec, grid, seeds, average, max_epochs, patience, lr, head_lr,
              warmup_ratio, batch_seconds, accumulate, freeze_layers, train_feature_encoder, gradient_checkpointing, spec_augment,
-             max_seconds, device, precision, out, overwrite, n_jobs, refit, allow_leakage, quiet):
+             max_seconds, device, precision, out, overwrite, n_jobs, refit, allow_leakage, quiet, scheduler, cluster):
     """Fine-tune a wav2vec2-family model with a head on the cache's audio, cross-validated by speaker.
 
     The same runner, splits, scores and files as `estimators fit` (report.json, predictions.csv,
@@ -218,6 +236,12 @@ def finetune(ctx, cache, model, head, hidden, target, loss, label_map, cv_spec, 
     from estimators.experiment import Experiment
     from estimators.finetune import FineTuneClassifier, FineTuneRegressor
 
+    reads: tuple = ()
+    if scheduler or cluster:  # as for fit: absolute paths for the workers, all their threads
+        cache, n_jobs = _absolute_cache(cache), (-1 if n_jobs == 1 else n_jobs)
+        if Path(model).is_dir():  # a local save_pretrained directory: workers load it by this path
+            model = str(Path(model).resolve())
+        reads = (cache, model if Path(model).is_dir() else None, _corpus_folder(cache))
     cls = FineTuneRegressor if target else FineTuneClassifier
     est = cls(
         model=model, head=head, hidden_sizes=tuple(parse_hidden(hidden)), max_epochs=max_epochs, patience=patience, lr=lr,
@@ -230,7 +254,7 @@ def finetune(ctx, cache, model, head, hidden, target, loss, label_map, cv_spec, 
     exp = Experiment(cache=cache, features="audio", model=est, target=target, normalize="none", label_map=label_map, cv=cv_spec,
                      grid=grid, seeds=seeds, n_jobs=n_jobs, refit=refit, allow_leakage=allow_leakage,
                      command=_command_line(ctx))
-    _run_and_save(exp, out, overwrite, quiet)
+    _run_and_save(exp, out, overwrite, quiet, scheduler=scheduler, cluster=cluster, reads=reads, device=device)
 
 
 # --------------------------------------------------------------------------- predict

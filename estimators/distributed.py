@@ -31,7 +31,7 @@ __all__ = ["dask_backend", "dask_is_active"]
 
 @contextlib.contextmanager
 def dask_backend(scheduler: str | None = None, cluster: str | None = None, *, client: Any = None,
-                 caches: tuple[Path, ...] = ()) -> Iterator[Any]:
+                 caches: tuple[Path, ...] = (), gpus: list[str] | None = None) -> Iterator[Any]:
     """joblib's Dask backend on a cluster for the block (``n_jobs=-1``: all its worker threads).
 
     Parameters
@@ -42,6 +42,9 @@ def dask_backend(scheduler: str | None = None, cluster: str | None = None, *, cl
         give the scores of a local run) or a ``distributed.Client``.
     caches : tuple of Path
         Corpus caches the fits read: every worker must see them (checked first).
+    gpus : list of str, optional
+        ``local:N`` only: worker ``i`` sees GPU ``gpus[i % len(gpus)]`` as ``cuda``
+        (:func:`featcache.distributed.spread_gpus`).
 
     Yields
     ------
@@ -57,7 +60,7 @@ def dask_backend(scheduler: str | None = None, cluster: str | None = None, *, cl
     from featcache.distributed import check_folders, connect, require_distributed
 
     require_distributed()
-    with connect(scheduler, cluster, client=client) as c:
+    with connect(scheduler, cluster, client=client, gpus=gpus) as c:
         if caches:
             check_folders(c, read=tuple(Path(p).resolve() for p in caches))
         with joblib.parallel_config(backend="dask"):

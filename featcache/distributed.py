@@ -34,7 +34,7 @@ from featcache.errors import ClusterError
 from featcache._dask_tasks import check_paths, listing
 from featcache.errors import ParameterError
 
-__all__ = ["ClusterError", "check_folders", "connect", "extract", "local_cluster", "parse_cluster"]
+__all__ = ["ClusterError", "check_folders", "connect", "extract", "local_cluster", "parse_cluster", "spread_gpus"]
 
 _LOCAL = re.compile(r"local:(\d+)")
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -233,7 +233,17 @@ def check_folders(client: Any, *, data: Path | None = None, cache: Path | None =
 
 def _gpus(extractors: list) -> list[str] | None:
     """The GPUs to spread ``local:N`` workers over: when a model runs on ``cuda`` (no index) and there are several."""
-    if not any(getattr(ex, "device", None) == "cuda" for ex in extractors):
+    return spread_gpus([getattr(ex, "device", None) for ex in extractors])
+
+
+def spread_gpus(devices: list[Any]) -> list[str] | None:
+    """GPUs for ``local:N`` workers (:func:`local_cluster`'s ``gpus``), one each in turn.
+
+    When any of ``devices`` is ``"cuda"`` or ``"auto"`` (no index) and this process sees
+    several GPUs: their ids as ``CUDA_VISIBLE_DEVICES`` numbers them; else None (``cuda:K``
+    puts every worker on GPU K).
+    """
+    if not any(str(d) in ("cuda", "auto") for d in devices if d is not None):
         return None
     import torch
 

@@ -105,3 +105,32 @@ def test_worker_that_cannot_see_the_cache_is_named(client, tmp_path):
         client.run(_unhide, workers=[workers[0]])
     assert workers[0] in str(e.value) and workers[1] not in str(e.value) and str(elsewhere) in str(e.value)
 
+
+
+def test_cli_finetune_on_scheduler_equals_local(client, cache, tmp_path, tiny_model_dir):
+    from click.testing import CliRunner
+
+    from cli.estimators import main
+
+    args = ["finetune", "--cache", str(cache), "--model", str(tiny_model_dir("wav2vec2")), "--cv", "groupkfold:2",
+            "--max-epochs", "1", "--batch-seconds", "4", "--no-spec-augment", "--device", "cpu", "--no-refit", "-q"]
+    a = CliRunner().invoke(main, args + ["--out", str(tmp_path / "local")])
+    b = CliRunner().invoke(main, args + ["--out", str(tmp_path / "dask"), "--scheduler", client.scheduler.address])
+    assert a.exit_code == 0 and b.exit_code == 0, (a.output, b.output)
+    ra, rb = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("local", "dask"))
+    assert ra["metrics"] == rb["metrics"] and ra["per_fold"] == rb["per_fold"]
+    assert rb["model"]["class"] == "FineTuneClassifier"
+
+
+def test_spread_gpus_only_for_unindexed_cuda_with_several(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6,7")
+    assert distributed.spread_gpus(["cuda"]) == ["4", "6", "7"]
+    assert distributed.spread_gpus(["auto", None]) == ["4", "6", "7"]
+    assert distributed.spread_gpus(["cuda:1"]) is None and distributed.spread_gpus(["cpu"]) is None
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert distributed.spread_gpus(["cuda"]) == ["0", "1", "2"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert distributed.spread_gpus(["cuda"]) is None

@@ -23,6 +23,8 @@ __all__ = [
     "records_by_hooks",
     "resolve_device",
     "resolve_precision",
+    "to_device",
+    "to_numpy",
 ]
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -133,9 +135,17 @@ def length_groups(frames: list[int], max_frames: int) -> list[list[int]]:
 def encode_padded(model: Any, inputs: list[Any], cnn: Callable[[Any], Any] | None = None) -> tuple[Any, list[int]]:
     """All hidden states of several utterances, the transformer run once on padded frames.
 
-    The CNN feature encoder runs per utterance (its GroupNorm over time would see the
-    padding), the projection too; the transformer encoder then runs on the zero-padded
-    frame batch with an attention mask.
+    Raw audio is never padded: the first conv layer of base models has a GroupNorm over
+    time, so padding would change every layer (reported: by 11-15 % of its largest value,
+    even with an attention mask). The CNN feature encoder and the projection run per
+    utterance; the projected frames are zero-padded and the transformer encoder runs once
+    with a frame ``attention_mask``. The encoder zeroes the padded frames before the
+    positional convolution (``hidden_states[~mask] = 0``: exactly the zero padding the
+    convolution sees at the end of a lone utterance) and masks padded keys in every
+    attention layer (WavLM too: ``key_padding_mask`` plus a relative position bias that only
+    depends on frame distances). Frames past each utterance's length are to be discarded;
+    the rest equals one-at-a-time extraction to float rounding (max abs difference < 1e-5 in
+    fp32 on the test models).
 
     Parameters
     ----------
@@ -193,3 +203,26 @@ def encode_padded(model: Any, inputs: list[Any], cnn: Callable[[Any], Any] | Non
     for i, h in enumerate(captured):
         out[i].copy_(h)
     return out, lengths
+
+
+def to_device(x: Any, device: Any) -> Any:
+    """A float32 numpy array as a tensor on ``device`` (pinned, non-blocking copy to CUDA)."""
+    import torch
+
+    t = torch.from_numpy(x)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
+def to_numpy(t: Any) -> Any:
+    """A tensor as a float32 numpy array (through pinned memory from CUDA)."""
+    import torch
+
+    t = t.detach().float()
+    if t.device.type == "cuda":
+        buf = torch.empty(t.shape, dtype=torch.float32, pin_memory=True)
+        buf.copy_(t, non_blocking=True)
+        torch.cuda.current_stream(t.device).synchronize()
+        return buf.numpy()
+    return t.contiguous().numpy()

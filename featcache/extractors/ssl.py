@@ -28,20 +28,11 @@ Preprocessing follows the checkpoint's own feature-extractor config
 scaled to zero mean and unit variance, ``(x - mean) / sqrt(var + 1e-7)``, exactly as
 ``Wav2Vec2FeatureExtractor`` does (it is called to do it).
 
-Batching (:meth:`SSLExtractor.batch`) never pads raw audio: the first conv layer of base
-models has a GroupNorm over time, so padding would change every layer (reported: by
-11-15 % of its largest value, even with an attention mask). Instead the CNN feature encoder and the
-feature projection run per utterance, the projected frame sequences are padded and the
-transformer encoder runs once per length-sorted group with its own frame
-``attention_mask``: the encoder zeroes the padded frames before the positional
-convolution (``hidden_states[~mask] = 0``, which is exactly the zero padding the
-convolution sees at the end of a lone utterance) and masks padded keys in every
-attention layer (WavLM too: ``key_padding_mask`` plus a relative position bias that only
-depends on frame distances). Frames past each utterance's length are discarded. The result
-equals one-at-a-time extraction to float rounding (max abs difference < 1e-5 in fp32 on
-the test models, checked <= 1e-4 by the tests). Models outside wav2vec2 / HuBERT / WavLM,
-or with a batch-normalised positional convolution (``conv_pos_batch_norm``, where padded
-zeros would not stay zero), are run one at a time.
+Batching (:meth:`SSLExtractor.batch`) never pads raw audio (the first conv layer's GroupNorm
+over time would see it): the CNN runs per utterance and the transformer once per length-sorted
+group of padded frames with a frame mask (:func:`featcache.extractors.runtime.encode_padded`
+says why that equals one-at-a-time extraction; tested to <= 1e-4 in fp32). Models outside
+wav2vec2 / HuBERT / WavLM, or with a batch-normalised positional convolution, run one at a time.
 
 Precision (``precision=``):
 
@@ -90,6 +81,8 @@ from featcache.extractors.runtime import (
     no_tf32,
     resolve_device,
     resolve_precision,
+    to_device,
+    to_numpy,
 )
 from featcache.models import ResolvedModel, load_config, load_model, model_identity, resolve_model
 
@@ -361,25 +354,6 @@ class SSLExtractor(Extractor):
             stack.enter_context(torch.autocast(self._device.type, dtype=dtype))
         return stack
 
-    def _to_device(self, x: np.ndarray) -> Any:
-        import torch
-
-        t = torch.from_numpy(x)
-        if self._device.type == "cuda":
-            return t.pin_memory().to(self._device, non_blocking=True)
-        return t
-
-    def _to_numpy(self, t: Any) -> np.ndarray:
-        import torch
-
-        t = t.detach().float()
-        if t.device.type == "cuda":
-            buf = torch.empty(t.shape, dtype=torch.float32, pin_memory=True)
-            buf.copy_(t, non_blocking=True)
-            torch.cuda.current_stream(t.device).synchronize()
-            return buf.numpy()
-        return t.contiguous().numpy()
-
     def __call__(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
         """Hidden states of one utterance, float32 array ``(n_layers, n_frames, dim)``."""
         self._check_rate(sampling_rate)
@@ -392,10 +366,10 @@ class SSLExtractor(Extractor):
         if self._cnn is not None:  # one processing path for one and many utterances
             return self._encode_group([x])[0]
         with self._run_context():
-            xt = self._to_device(x)[None]
+            xt = to_device(x, self._device)[None]
             out = model(xt, output_hidden_states=True)
             hs = torch.stack([out.hidden_states[k][0].float() for k in self._keep])
-        return self._to_numpy(hs)
+        return to_numpy(hs)
 
     def _batchable(self) -> bool:
         cfg = self._config
@@ -432,12 +406,12 @@ class SSLExtractor(Extractor):
         """Hidden states of a group: the CNN per utterance, the encoder once on padded frames."""
         model = self._get_model()
         with self._run_context():
-            hs, lengths = encode_padded(model, [self._to_device(x)[None] for x in xs], cnn=self._cnn)
+            hs, lengths = encode_padded(model, [to_device(x, self._device)[None] for x in xs], cnn=self._cnn)
             if hs.shape[0] != self.model_layers:  # pragma: no cover - layerdrop / odd encoder
                 raise ModelError(
                     f"{self.resolved.source!r}: captured {hs.shape[0]} hidden states, expected {self.model_layers}"
                 )
             if self.layers is not None:
                 hs = hs[self._keep]
-        arr = self._to_numpy(hs)
+        arr = to_numpy(hs)
         return [np.ascontiguousarray(arr[:, b, : lengths[b]]) for b in range(len(xs))]

@@ -111,3 +111,12 @@ def test_pickled_bf16_extractor_rebuilds_its_cnn(tiny_model_dir):
     assert clone._cnn is None and clone._model is None
     np.testing.assert_array_equal(clone(sig, SR), expected)
     assert clone._cnn is not None
+
+
+def test_bf16_cpu_path_at_the_receptive_field_and_on_silence(tiny_model_dir):
+    ex32 = SSLExtractor(str(tiny_model_dir("wav2vec2")), precision="fp32", device="cpu")
+    ex16 = SSLExtractor(str(tiny_model_dir("wav2vec2")), precision="bf16", device="cpu")
+    for sig in (speechlike(400, seed=3), speechlike(720, seed=4), np.zeros(SR // 2, np.float32)):
+        ref, got = ex32(sig, SR), ex16(sig, SR)
+        assert got.shape == ref.shape and np.isfinite(got).all()
+        assert np.abs(got - ref).max() <= 0.10 * max(np.abs(ref).max(), 1e-6)

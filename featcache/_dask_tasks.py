@@ -1,7 +1,7 @@
 """What runs on a Dask worker in a distributed extraction (see :mod:`featcache.distributed`).
 
 :func:`extract_unit` is one task: one work unit (:mod:`featcache.workunits`) extracted by
-the same loop as a local run (:func:`featcache.pipeline.run_todo`) into the stagers of the
+the same loop as a local run (:func:`featcache._loop.run_todo`) into the stagers of the
 client's store writers (:meth:`featcache.store.StoreWriter.stager`), then written as one
 staged shard file per store. The worker never commits: it returns the manifest entries and
 the failures, and the client, which holds the cache lock, commits them in unit order.
@@ -119,7 +119,8 @@ def extract_unit(spec: dict) -> dict:
         entry or None, "failed": {id: reason}}}; ``done``, ``audio_seconds``, ``failed``
         (the :class:`~featcache.pipeline.ExtractionSummary` counts of this unit).
     """
-    from featcache.pipeline import ExtractionSummary, run_todo
+    from featcache._loop import run_todo
+    from featcache.pipeline import ExtractionSummary
 
     extractors = cached_extractors(spec["key"], spec["extractors"])
     stagers = spec["stagers"]

@@ -18,7 +18,8 @@ import soundfile as sf
 from featcache import _procpool
 from featcache.errors import FeatcacheError, ParameterError
 from featcache.extractors.handcrafted import MFCC
-from featcache.pipeline import _Runner, build_extractors, extract
+from featcache._loop import Runner as _Runner
+from featcache.pipeline import build_extractors, extract
 from featcache.store import StoreReader
 
 FEATURES = ["mfcc", "logmel", "egemaps"]
@@ -76,7 +77,7 @@ def test_processes_give_the_serial_cache_bit_for_bit(tmp_path, ravdess_dir, seri
 def test_workers_copy_this_process_thread_counts(pools):
     from threadpoolctl import threadpool_limits
 
-    from featcache.pipeline import _prepare
+    from featcache._loop import prepare as _prepare
 
     for n in (1, 2):
         with threadpool_limits(limits=n, user_api="blas"):

@@ -25,6 +25,16 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def _bf16_hint(extractors) -> None:
+    """Tell the user when ``auto`` kept fp32 on a CPU where bf16 is several times faster."""
+    from featcache.extractors.runtime import native_bf16_cpu
+
+    on_cpu = [ex for ex in extractors if getattr(ex, "precision", None) == "fp32" and getattr(ex, "device", None) == "cpu"]
+    if on_cpu and native_bf16_cpu():
+        click.echo("note: this CPU has native bf16 (AMX / AVX512-BF16); --precision bf16 runs the model ~3x faster here"
+                   " (hidden states within ~3 % of fp32). --precision auto stays fp32 on CPUs.", err=True)
+
+
 def _quiet_transformers() -> None:
     """featcache shows its own progress bar; transformers' weight-loading bars are noise."""
     try:
@@ -95,6 +105,8 @@ def extract(corpus, data_dir, model, features, cache_dir, precision, device, max
             )
     names = [f.strip() for f in features.split(",") if f.strip()]
     extractors = build_extractors(names, model=model, precision=precision, device=device, layers=layers)
+    if precision == "auto" and not quiet:
+        _bf16_hint(extractors)
     rename = {}
     if name:
         for ex in extractors:

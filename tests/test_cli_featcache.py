@@ -57,3 +57,17 @@ def test_errors_are_one_clear_message(tmp_path, ravdess_dir):
     assert r.exit_code == 1 and str(tmp_path) in r.output
     r = run("extract", "--corpus", "ravdess", "--data-dir", ravdess_dir, "--features", "mfcc,chroma", "--cache-dir", tmp_path)
     assert r.exit_code == 1 and "chroma" in r.output and "features" in r.output
+
+
+def test_extract_says_when_auto_kept_fp32_on_a_bf16_cpu(tmp_path, ravdess_dir, tiny_model, monkeypatch):
+    from featcache.extractors import runtime
+
+    args = ("extract", "--corpus", "ravdess", "--data-dir", ravdess_dir, "--model", tiny_model, "--features", "wav2vec2",
+            "--device", "cpu", "--limit", "2")
+    for native, shown in ((True, True), (False, False)):
+        monkeypatch.setattr(runtime, "native_bf16_cpu", lambda native=native: native)
+        r = run(*args, "--cache-dir", tmp_path / str(native))
+        assert r.exit_code == 0, r.output
+        assert ("--precision bf16 runs the model ~3x faster" in r.output) is shown
+    r = run(*args, "--cache-dir", tmp_path / "bf16", "--precision", "bf16")  # asked for: no note
+    assert r.exit_code == 0 and "native bf16" not in r.output

@@ -19,6 +19,7 @@ __all__ = [
     "PRECISIONS",
     "encode_padded",
     "length_groups",
+    "native_bf16_cpu",
     "no_tf32",
     "records_by_hooks",
     "resolve_device",
@@ -54,6 +55,21 @@ def resolve_device(device: Any) -> Any:
             )
         return dev
     raise ParameterError("device", allowed, device)
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU has bf16 instructions (AMX or AVX512-BF16), where bf16 beats fp32.
+
+    Without them (AVX2-only machines) oneDNN emulates bf16, ~25x slower than fp32. Read from
+    torch's CPU-feature checks (private helpers: False when this torch has none or they fail).
+    """
+    import torch
+
+    try:
+        return any(bool(getattr(torch.cpu, name)()) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+                   if hasattr(torch.cpu, name))
+    except Exception:  # noqa: BLE001 - a hint only: no answer is "no"
+        return False
 
 
 def resolve_precision(precision: Any, device: Any) -> str:

@@ -21,7 +21,7 @@ A stream's lazy normalisation (``norm_shift``, ``norm_scale``, ``norm_group``; s
 from __future__ import annotations
 
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -277,15 +277,22 @@ class BatchPlan:
         windows = shard_buffered_order(self._parts[index], self._nbytes[index], self.access["window_bytes"], rng)
         return [index[w] for w in windows]
 
-    def _advise(self, positions: np.ndarray) -> None:
-        """Ask the kernel to read ahead the shards of the utterances at ``positions``."""
+    def _advise(self, positions: np.ndarray, preload: bool = False) -> Future | None:
+        """Ask the kernel to read ahead the shards of the utterances at ``positions``.
+
+        ``preload``: read them into the page cache now, sequentially, in the advisor thread
+        (:meth:`featcache.frames.ShardFrames.preload`); the returned future is done when they
+        are there. Else ``posix_fadvise(WILLNEED)``, which only queues the reads.
+        """
         if self.access["mode"] == "memory" or not len(positions):
-            return
+            return None
         parts = np.unique(self._parts[positions])
         sources = [src for src in self.sources if isinstance(src, ShardFrames) and src.n_parts == self._lead.n_parts]
+        if preload:
+            return _ADVISOR.submit(lambda: [src.preload(parts) for src in sources])
         # fadvise(WILLNEED) submits the reads of the whole range before returning: never in
         # the way of the batches
-        _ADVISOR.submit(lambda: [src.advise(parts) for src in sources])
+        return _ADVISOR.submit(lambda: [src.advise(parts) for src in sources])
 
     def iter_batches(
         self,
@@ -324,14 +331,19 @@ class BatchPlan:
         bounds = list(range(0, len(order), batch_size)) + [len(order)]
         if merge_singleton and len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
             del bounds[-2]
-        state = {"advised": 0 if len(windows) > 1 else len(windows)}  # windows announced to the kernel
+        # streamed windows: each is read into the page cache sequentially (one after the other,
+        # in the advisor thread) while the one before trains; a window's batches wait until
+        # it is there, so the disk never sees the batches' scattered reads
+        loads: list[Future | None] = []
 
         def make(j: int) -> Batch:
             a, b = bounds[j], bounds[j + 1]
-            current = int(np.searchsorted(ends, a, side="right"))
-            while state["advised"] < len(windows) and state["advised"] <= current + 1:  # this window and the next
-                self._advise(windows[state["advised"]])
-                state["advised"] += 1
+            first, last = (int(np.searchsorted(ends, k, side="right")) for k in (a, b - 1))  # a batch may span two
+            while len(windows) > 1 and len(loads) < len(windows) and len(loads) <= last + 1:  # these windows and the next
+                loads.append(self._advise(windows[len(loads)], preload=True))
+            for w in range(first, min(last + 1, len(loads))):
+                if loads[w] is not None:
+                    loads[w].result()
             return self.batch(order[a:b], reuse=j % (PREFETCH + 1))
 
         n = len(bounds) - 1

@@ -251,6 +251,50 @@ class ShardFrames:
                 os.close(fd)
 
 
+    def preload(self, parts: Sequence[int]) -> None:
+        """Read the selected layers of ``parts`` into the page cache now, sequentially (blocking).
+
+        The kernel copies the file ranges to ``/dev/null`` (``os.sendfile``): the disk sees
+        one sequential read per layer and nothing is copied into this process. Where
+        ``sendfile`` is missing or refuses, the ranges are only announced (:meth:`advise`).
+        """
+        sendfile = getattr(os, "sendfile", None)
+        try:
+            null = os.open(os.devnull, os.O_WRONLY) if sendfile is not None else None
+        except OSError:
+            null = None
+        if null is None:
+            self.advise(parts)
+            return
+        try:
+            for p in dict.fromkeys(int(x) for x in parts):
+                sh, layers = self._parts[p]
+                try:
+                    fd = os.open(sh.path, os.O_RDONLY)
+                except OSError:
+                    continue
+                try:
+                    for k in layers:
+                        off, shape = sh.layout(k)
+                        _send_all(fd, null, off, shape[0] * shape[1] * sh.dtype.itemsize)
+                except OSError:
+                    self.advise([p])  # only a warm-up: the reads themselves still work
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(null)
+
+
+def _send_all(fd: int, null: int, offset: int, count: int) -> None:
+    """``count`` bytes of ``fd`` from ``offset`` through the page cache to ``null``."""
+    end = offset + count
+    while offset < end:
+        n = os.sendfile(null, fd, offset, min(64 << 20, end - offset))
+        if n <= 0:
+            return
+        offset += n
+
+
 def _runs(parts: np.ndarray, starts: np.ndarray, counts: np.ndarray):
     """Segments merged where one ends where the next starts in the same shard."""
     i, n = 0, len(starts)
@@ -269,7 +313,9 @@ def shard_buffered_order(
 
     Shards are taken in random order and grouped into windows of consecutive (in that order)
     shards holding at most ``window_bytes`` of the selected utterances (at least one shard
-    per window); the utterances of a window are shuffled uniformly.
+    per window); the utterances of a window are shuffled uniformly. The last shard is a
+    window of its own: while a window trains the next one is read, so the last window's
+    training is the part of a streamed epoch that no read overlaps, and it is kept short.
 
     Parameters
     ----------
@@ -291,10 +337,10 @@ def shard_buffered_order(
     shards = shards[rng.permutation(len(shards))]
     members = {int(s): np.flatnonzero(parts == s) for s in shards}
     windows, current, size = [], [], 0
-    for s in shards:
+    for i, s in enumerate(shards):
         m = members[int(s)]
         b = int(nbytes[m].sum())
-        if current and size + b > window_bytes:
+        if current and (size + b > window_bytes or i == len(shards) - 1):
             windows.append(np.concatenate(current))
             current, size = [], 0
         current.append(m)

@@ -8,6 +8,8 @@ and their normalisation equal the in-memory path's, and a subset reads only its 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -103,6 +105,7 @@ def test_shard_buffered_order_is_a_permutation_within_windows():
         shards = np.unique(parts[w])
         assert len(shards) == 1 or nbytes[w].sum() <= 70  # a window holds one shard or fits
         assert all(np.isin(np.flatnonzero(parts == s), w).all() for s in shards)  # whole shards
+    assert len(np.unique(parts[windows[-1]])) == 1 and len(windows) < 6  # windows group shards; a one-shard tail
     tiny = shard_buffered_order(parts, nbytes, 1, np.random.default_rng(1))
     assert len(tiny) == 6  # one shard per window when nothing more fits
 
@@ -119,6 +122,61 @@ def test_every_utterance_once_per_epoch(fs, budget):
         assert sorted(seen) == list(index)
     in_order = np.concatenate([b.index for b in plan.iter_batches(index, 5)])
     np.testing.assert_array_equal(in_order, index)  # validation and prediction stream in order
+
+
+def test_preload_reads_each_selected_layer_range_through_the_page_cache(fs, monkeypatch):
+    import os
+
+    src = fs.to_packed().streams[0].data
+    sent = []
+    real = os.sendfile
+
+    def sendfile(out, fd, offset, count):
+        sent.append((os.readlink(f"/proc/self/fd/{fd}"), offset, count))
+        return real(out, fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", sendfile)
+    src.preload([2, 0, 2])
+    want = []
+    for p in (2, 0):  # each part once, in the order asked
+        sh, layers = src._parts[p]
+        for k in layers:
+            off, shape = sh.layout(k)
+            want.append((str(sh.path.resolve()), off, shape[0] * shape[1] * sh.dtype.itemsize))
+    assert [(str(Path(f).resolve()), o, c) for f, o, c in sent] == want
+
+    advised = []
+    monkeypatch.setattr(os, "sendfile", lambda *a: (_ for _ in ()).throw(OSError("refused")))
+    monkeypatch.setattr(ShardFrames, "advise", lambda self, parts, willneed=True: advised.append(list(parts)))
+    src.preload([1])  # sendfile refused: the range is only announced
+    assert advised == [[1]]
+
+
+def test_streamed_batches_wait_until_their_window_is_preloaded(fs, monkeypatch):
+    import threading
+    import time
+
+    packed = fs.to_packed()
+    plan = BatchPlan(packed, stream_ratios(packed), None, CPU, memory_budget=1)  # one shard per window
+    loaded, lock, seen = set(), threading.Lock(), []
+    real_preload, real_batch = ShardFrames.preload, BatchPlan.batch
+
+    def preload(self, parts):
+        real_preload(self, parts)
+        time.sleep(0.05)  # a slow disk: batches that did not wait would come first
+        with lock:
+            loaded.update(int(p) for p in parts)
+
+    def batch(self, index, reuse=None):
+        with lock:
+            seen.append(set(int(p) for p in self._parts[index]) <= loaded)
+        return real_batch(self, index, reuse)
+
+    monkeypatch.setattr(ShardFrames, "preload", preload)
+    monkeypatch.setattr(BatchPlan, "batch", batch)
+    got = np.concatenate([b.index for b in plan.iter_batches(np.arange(len(fs)), 5, rng=np.random.default_rng(2))])
+    assert sorted(got) == list(range(len(fs))) and len(seen) > 3 and all(seen)
+    assert loaded == {0, 1, 2}
 
 
 def test_streamed_windows_keep_to_few_shards(fs):

@@ -339,19 +339,24 @@ def test_mix_frames_matches_autograd_reference(dtype):
     torch.testing.assert_close(w_gen.grad, w_ref.grad, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("layout", ["frame-major", "layer-major"])
 @pytest.mark.parametrize("chunked", [True, False])
-def test_mix_frames_applies_lazy_normalisation(chunked):
+def test_mix_frames_applies_lazy_normalisation(chunked, layout):
+    # contiguous utterances of different groups share a chunk: each keeps its own terms
     from estimators._ops import Norm
 
     rng = np.random.default_rng(1)
-    lengths = np.array([CHUNK_FRAMES + 3, 4, 9])
+    lengths = np.array([CHUNK_FRAMES + 3, 4, 9, 2 * CHUNK_FRAMES - 20, 7])
     data = rng.normal(size=(int(lengths.sum()), 3, 5)).astype(np.float16)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     shift = rng.normal(size=(2, 3, 5))
     scale = rng.uniform(0.5, 2.0, size=(2, 3, 5))
-    groups = np.array([1, 0, 1])
+    groups = np.array([1, 0, 1, 0, 1])
     w = torch.tensor([0.2, 0.5, 0.3], requires_grad=True)
-    out = mix_frames(w, torch.from_numpy(data), starts, lengths, torch.device("cpu"),
+    source = torch.from_numpy(data)
+    if layout == "layer-major":  # a (T, L, D) view of an (L, T, D) buffer, as batches read from shards
+        source = torch.from_numpy(np.ascontiguousarray(data.transpose(1, 0, 2))).permute(1, 0, 2)
+    out = mix_frames(w, source, starts, lengths, torch.device("cpu"),
                      Norm.from_arrays(shift, scale), groups, chunked=chunked)
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
     (out * g).sum().backward()

@@ -31,8 +31,9 @@ def _bf16_hint(extractors) -> None:
 
     on_cpu = [ex for ex in extractors if getattr(ex, "precision", None) == "fp32" and getattr(ex, "device", None) == "cpu"]
     if on_cpu and native_bf16_cpu():
-        click.echo("note: this CPU has native bf16 (AMX / AVX512-BF16); --precision bf16 runs the model ~3x faster here"
-                   " (hidden states within ~3 % of fp32). --precision auto stays fp32 on CPUs.", err=True)
+        click.echo("note: this CPU has native bf16 (AMX / AVX512-BF16): --precision bf16 runs the model several times"
+                   " faster (3-4x on a 2-core Xeon with AMX; hidden states within ~3 % of fp32). --precision auto stays"
+                   " fp32 on CPUs.", err=True)
 
 
 def _quiet_transformers() -> None:

@@ -68,6 +68,6 @@ def test_extract_says_when_auto_kept_fp32_on_a_bf16_cpu(tmp_path, ravdess_dir, t
         monkeypatch.setattr(runtime, "native_bf16_cpu", lambda native=native: native)
         r = run(*args, "--cache-dir", tmp_path / str(native))
         assert r.exit_code == 0, r.output
-        assert ("--precision bf16 runs the model ~3x faster" in r.output) is shown
+        assert ("--precision bf16 runs the model several times faster" in r.output) is shown
     r = run(*args, "--cache-dir", tmp_path / "bf16", "--precision", "bf16")  # asked for: no note
     assert r.exit_code == 0 and "native bf16" not in r.output

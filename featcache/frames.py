@@ -235,6 +235,30 @@ class ShardFrames:
         if not hasattr(os, "posix_fadvise"):
             return
         flag = os.POSIX_FADV_WILLNEED if willneed else os.POSIX_FADV_DONTNEED
+        self._on_ranges(parts, lambda fd, off, n: os.posix_fadvise(fd, off, n, flag), lambda p: None)  # only a hint
+
+    def preload(self, parts: Sequence[int]) -> None:
+        """Read the selected layers of ``parts`` into the page cache now, sequentially (blocking).
+
+        The kernel copies the file ranges to ``/dev/null`` (``os.sendfile``): the disk sees
+        one sequential read per layer and nothing is copied into this process. Where
+        ``sendfile`` is missing or refuses, the ranges are only announced (:meth:`advise`).
+        """
+        try:
+            null = os.open(os.devnull, os.O_WRONLY) if hasattr(os, "sendfile") else None
+        except OSError:
+            null = None
+        if null is None:
+            self.advise(parts)
+            return
+        try:  # only a warm-up: where it fails, the batches' own reads still work
+            self._on_ranges(parts, lambda fd, off, n: _send_all(fd, null, off, n), lambda p: self.advise([p]))
+        finally:
+            os.close(null)
+
+    def _on_ranges(self, parts: Sequence[int], act, on_error) -> None:
+        """``act(fd, offset, nbytes)`` on the byte range of every selected layer of each part
+        (each part once, in order); ``on_error(part)`` when that raises an OSError."""
         for p in dict.fromkeys(int(x) for x in parts):
             sh, layers = self._parts[p]
             try:
@@ -244,45 +268,11 @@ class ShardFrames:
             try:
                 for k in layers:
                     off, shape = sh.layout(k)
-                    os.posix_fadvise(fd, off, shape[0] * shape[1] * sh.dtype.itemsize, flag)
+                    act(fd, off, shape[0] * shape[1] * sh.dtype.itemsize)
             except OSError:
-                pass  # only a hint
+                on_error(p)
             finally:
                 os.close(fd)
-
-
-    def preload(self, parts: Sequence[int]) -> None:
-        """Read the selected layers of ``parts`` into the page cache now, sequentially (blocking).
-
-        The kernel copies the file ranges to ``/dev/null`` (``os.sendfile``): the disk sees
-        one sequential read per layer and nothing is copied into this process. Where
-        ``sendfile`` is missing or refuses, the ranges are only announced (:meth:`advise`).
-        """
-        sendfile = getattr(os, "sendfile", None)
-        try:
-            null = os.open(os.devnull, os.O_WRONLY) if sendfile is not None else None
-        except OSError:
-            null = None
-        if null is None:
-            self.advise(parts)
-            return
-        try:
-            for p in dict.fromkeys(int(x) for x in parts):
-                sh, layers = self._parts[p]
-                try:
-                    fd = os.open(sh.path, os.O_RDONLY)
-                except OSError:
-                    continue
-                try:
-                    for k in layers:
-                        off, shape = sh.layout(k)
-                        _send_all(fd, null, off, shape[0] * shape[1] * sh.dtype.itemsize)
-                except OSError:
-                    self.advise([p])  # only a warm-up: the reads themselves still work
-                finally:
-                    os.close(fd)
-        finally:
-            os.close(null)
 
 
 def _send_all(fd: int, null: int, offset: int, count: int) -> None:

@@ -8,6 +8,7 @@ and their normalisation equal the in-memory path's, and a subset reads only its 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,7 @@ def test_every_utterance_once_per_epoch(fs, budget):
     np.testing.assert_array_equal(in_order, index)  # validation and prediction stream in order
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sendfile to a file and /proc/self/fd are Linux's")
 def test_preload_reads_each_selected_layer_range_through_the_page_cache(fs, monkeypatch):
     import os
 

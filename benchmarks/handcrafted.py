@@ -31,11 +31,11 @@ In this order:
   imports included) and the CPU time of the command with all its processes are recorded too;
 * the caches of the default and of ``--cluster local:2`` are compared with the ``--workers 1``
   cache, frame by frame (bit for bit) and failure by failure;
-* the default once more with one BLAS thread (``OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=MKL_NUM_THREADS=1``
-  for the command): OpenBLAS products on two threads wait for their second thread while every
-  core is busy, which the worker processes pay and a 1-thread run does not; its features are
-  the 1-thread ones, so its cache is compared with the ``--workers 1`` cache value by value
-  (how many differ, by how much) instead.
+* the default once more with ``OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=MKL_NUM_THREADS=1`` for the
+  command. The extractors run one BLAS thread whatever the environment
+  (:data:`featcache._procpool.BLAS_THREADS`), so this should change neither the speed nor a
+  value: its cache is compared with the ``--workers 1`` cache value by value (how many differ,
+  by how much).
 
 The machine may be shared with other jobs: every part records the load other processes put on
 it (``others_cores``); treat the figures of a busy machine as noisy.
@@ -179,7 +179,7 @@ VARIANTS = {  # name -> (extra arguments, environment, what it is)
     "default": ([], {}, "as the README runs it (now: worker processes, one per core)"),
     "workers1": (["--workers", "1"], {}, "--workers 1 (one decoding thread in the extracting process: the default before)"),
     "cluster2": (["--cluster", "local:2"], {}, "--cluster local:2 (Dask, this process's thread counts per worker)"),
-    "default_1thread": ([], ONE_THREAD, "with one BLAS thread (then the 1-thread features: other last bits of MFCC / log-mel)"),
+    "default_1thread": ([], ONE_THREAD, "with OMP_NUM_THREADS=1 (the extractors use one BLAS thread anyway: the same speed and values expected)"),
 }
 
 
@@ -332,7 +332,7 @@ def rows(R: dict) -> list[dict]:
         note = "; ".join(f"{k}: {v['differing_values']} of {v['values']} values in {v['differing_utterances']} of {v['utterances']}"
                          f" utterances, max |diff| {v['max_abs_diff']:.3g}" for k, v in d.items() if k != "_proc")
         same = all(v["differing_values"] == 0 and v["differing_utterances"] == 0 for k, v in d.items() if k != "_proc")
-        out.append(row("10l", f"cache of {name} vs --workers 1 (this machine's default BLAS threads)", "identical" if same else "differs",
+        out.append(row("10l", f"cache of {name} vs --workers 1 (value by value)", "identical" if same else "differs",
                        None, None, None, None, "report", "info", note=note))
     for name, eq in R.get("equal", {}).items():
         ok = bool(eq.get("equal"))

@@ -216,7 +216,8 @@ _BUILT_IN: list[Protocol] = [
         "urdu-5fold",
         "URDU, 4 classes, GroupKFold(5) over the speaker codes (scikit-learn's deterministic size "
         "balancing); the speakers are very uneven (SM5 has 80 of the 400 files), so fold sizes "
-        "and class balance differ between folds",
+        "and class balance differ between folds; 26 of the 29 speakers have files of one "
+        "emotion only, so per-speaker normalisation removes the label (use global normalisation)",
         "internal speaker-disjoint split of the training speakers",
         "urdu",
         None,

@@ -12,17 +12,17 @@ caller is gone (killed: nothing else would end them). A worker that dies stops t
 one :class:`~featcache.errors.FeatcacheError`; committed shards stay, a re-run resumes.
 Each worker costs ~3 s of CPU to start (imports, first calls), hence one thread for small runs.
 
-Same results bit for bit. OpenBLAS (the matrix products of MFCC, log-mel and the
-fingerprints) gives other last bits with another thread count, so every worker runs its
-BLAS / OpenMP libraries with this process's thread counts (read with :mod:`threadpoolctl`,
-set in the worker after its libraries are loaded). The workers start with
-``OPENBLAS_THREAD_TIMEOUT=4`` and ``OMP_WAIT_POLICY=PASSIVE`` unless set: idle BLAS threads
-then sleep at once instead of spinning ~0.1 s after every product (which doubled the CPU
-time of a file); how threads wait never changes a result. Products on two threads still wait
-for their second thread when every core is busy with a worker (measured: ~3 ms instead of
-0.3 ms a product, and ~20-30 % of the extraction's throughput on 2 cores): with
-``OMP_NUM_THREADS=1`` (or ``OPENBLAS_NUM_THREADS=1``) in the environment the run, threads and
-processes alike, uses one BLAS thread and its 1-thread features.
+One BLAS thread for the handcrafted features, in threads and processes alike. Their matrix
+products (MFCC, log-mel, the fingerprints) are small: on a second thread they mostly wait for it
+when every core is busy with a worker (measured on 2 cores: ~3 ms instead of 0.3 ms a product,
+~20-30 % of the extraction's throughput). With one thread the features also stop depending on
+the machine's core count (OpenBLAS may give other last bits with another thread count; it did on
+an AMD EPYC, not on an Intel Xeon). So :class:`PreparePool` limits every BLAS library to one
+thread (:mod:`threadpoolctl`): in each worker process after its libraries are loaded, and in this
+process while a thread pool runs, restoring the caller's counts at :meth:`PreparePool.shutdown`.
+torch's own threads (the model) are not BLAS libraries here and keep their count. The workers
+start with ``OPENBLAS_THREAD_TIMEOUT=4`` and ``OMP_WAIT_POLICY=PASSIVE`` unless set: idle OpenMP
+threads then sleep at once instead of spinning ~0.1 s; how threads wait never changes a result.
 
 Processes need the extractors picklable and importable by name, and a main script that a
 spawned process can import without running it again (``if __name__ == "__main__":``); where
@@ -48,10 +48,12 @@ import numpy as np
 
 from featcache.errors import FeatcacheError, ParameterError
 
-__all__ = ["MIN_PROCESS_AUDIO_SECONDS", "PreparePool", "check_workers", "main_is_guarded", "plan_workers", "planned_seconds", "thread_counts"]
+__all__ = ["BLAS_THREADS", "MIN_PROCESS_AUDIO_SECONDS", "PreparePool", "check_workers", "main_is_guarded", "plan_workers", "planned_seconds", "thread_counts"]
 
 #: automatic ``workers``: below this much audio to extract, one thread (starting a worker costs ~3 s of CPU)
 MIN_PROCESS_AUDIO_SECONDS = 120.0
+#: BLAS threads of the handcrafted extractors, whatever the caller's count (see the module docstring)
+BLAS_THREADS = 1
 #: environment the worker processes start with (how idle threads wait; never the results)
 SPAWN_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE"}
 
@@ -161,27 +163,32 @@ def thread_counts() -> dict[str, int]:
     return {lib["filepath"]: int(lib["num_threads"]) for lib in threadpool_info()}
 
 
-def _init_worker(prepare: Callable, cheap: list, counts: dict[str, int]) -> None:
-    """In a new worker: ignore Ctrl-C (the parent stops the pool), die with the parent, warm up, copy its thread counts."""
+def _init_worker(prepare: Callable, cheap: list) -> None:
+    """In a new worker: ignore Ctrl-C (the parent stops the pool), die with the parent, warm up, one BLAS thread."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
     if parent is not None and parent.sentinel is not None:
         threading.Thread(target=_exit_with_parent, args=(parent.sentinel,), name="featcache-parent-watch", daemon=True).start()
     _STATE.update(prepare=prepare, cheap=cheap)
-    for ex in cheap:  # loads librosa/scipy/openSMILE, so that their thread pools exist below
+    _limit_blas(cheap)
+
+
+def _limit_blas(cheap: list) -> Any:
+    """Run each extractor once (loads librosa/scipy/openSMILE and their BLAS), then limit BLAS to one thread.
+
+    Returns the :class:`threadpoolctl.threadpool_limits` object, whose ``restore_original_limits``
+    gives the previous counts back.
+    """
+    for ex in cheap:
         rate = int(ex.sampling_rate)
         x = (0.1 * np.sin(np.arange(rate // 2) * (2 * np.pi * 220 / rate))).astype(np.float32)
         try:
             ex(x, rate)
         except Exception:  # noqa: BLE001 - a real file reports its own error
             pass
-    from threadpoolctl import ThreadpoolController
+    from threadpoolctl import threadpool_limits
 
-    ctl = ThreadpoolController()
-    for path, n in counts.items():
-        sel = ctl.select(filepath=path)
-        if sel.lib_controllers:
-            sel.limit(limits=n)
+    return threadpool_limits(limits=BLAS_THREADS, user_api="blas")
 
 
 def _exit_with_parent(sentinel: int) -> None:
@@ -227,11 +234,13 @@ class PreparePool:
     def __init__(self, prepare: Callable, cheap: list, workers: int, processes: bool = False) -> None:
         self.prepare, self.cheap, self.workers, self.processes = prepare, cheap, max(1, int(workers)), bool(processes)
         self._started: list[Future] = []
+        self._limits: Any = None
         if not self.processes:
+            self._limits = _limit_blas(cheap)
             self._pool: Any = ThreadPoolExecutor(max_workers=self.workers)
             return
         self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_init_worker, initargs=(prepare, cheap, thread_counts()))
+                                         initializer=_init_worker, initargs=(prepare, cheap))
         saved = {k: os.environ.get(k) for k in SPAWN_ENV}
         for k, v in SPAWN_ENV.items():
             os.environ.setdefault(k, v)
@@ -265,5 +274,10 @@ class PreparePool:
         return [self.result(f) for f in self._started]
 
     def shutdown(self) -> None:
-        """Stop the workers after the files they are on (pending ones are cancelled)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers after the files they are on (pending ones are cancelled); the caller's BLAS threads back."""
+        try:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            if self._limits is not None:
+                self._limits.restore_original_limits()
+                self._limits = None

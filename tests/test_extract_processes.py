@@ -74,24 +74,40 @@ def test_processes_give_the_serial_cache_bit_for_bit(tmp_path, ravdess_dir, seri
     _same_cache(serial, tmp_path / "ravdess")
 
 
-def test_workers_copy_this_process_thread_counts(pools):
-    from threadpoolctl import threadpool_limits
+def test_threads_run_one_blas_thread_and_give_the_callers_back(tmp_path, ravdess_dir, serial, pools, monkeypatch):
+    """In this process too the handcrafted features run their BLAS on one thread; the caller's count returns."""
+    from threadpoolctl import threadpool_info, threadpool_limits
 
+    seen: list[int] = []
+    call = MFCC.__call__
+
+    def spy(self, signal, sampling_rate):
+        seen.append(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+        return call(self, signal, sampling_rate)
+
+    monkeypatch.setattr(MFCC, "__call__", spy)
+    with threadpool_limits(limits=2, user_api="blas"):
+        mine = _procpool.thread_counts()
+        s = extract("ravdess", ravdess_dir, tmp_path, build_extractors(FEATURES), workers=1, shard_size=8, progress=False)
+        assert _procpool.thread_counts() == mine
+    assert s.done == 64 and pools == [(1, False)]
+    # the first call is the warm-up that loads the libraries, before the limit; then one call per file
+    assert len(seen) == 65 and set(seen[1:]) == {1}, seen
+    _same_cache(serial, tmp_path / "ravdess")
+
+
+def test_workers_run_one_blas_thread(pools):
     from featcache._loop import prepare as _prepare
 
-    for n in (1, 2):
-        with threadpool_limits(limits=n, user_api="blas"):
-            mine = _procpool.thread_counts()
-            pool = _procpool.PreparePool(_prepare, build_extractors(["mfcc"]), 2, processes=True)
-            try:
-                theirs = pool.worker_threads()
-            finally:
-                pool.shutdown()
-        assert len(theirs) == 2
-        blas = [k for k in mine if "openblas" in k or "mkl" in k]
-        for counts in theirs:  # libraries loaded here but not there (torch's OpenMP) do not matter
-            common = [k for k in mine if k in counts]
-            assert set(blas) <= set(common) and {k: counts[k] for k in common} == {k: mine[k] for k in common}, n
+    pool = _procpool.PreparePool(_prepare, build_extractors(["mfcc"]), 2, processes=True)
+    try:
+        theirs = pool.worker_threads()
+    finally:
+        pool.shutdown()
+    assert len(theirs) == 2
+    for counts in theirs:
+        blas = {k: n for k, n in counts.items() if "openblas" in k or "mkl" in k}
+        assert blas and set(blas.values()) == {1}, counts
 
 
 @pytest.fixture(scope="module")

@@ -120,3 +120,37 @@ def test_bf16_cpu_path_at_the_receptive_field_and_on_silence(tiny_model_dir):
         ref, got = ex32(sig, SR), ex16(sig, SR)
         assert got.shape == ref.shape and np.isfinite(got).all()
         assert np.abs(got - ref).max() <= 0.10 * max(np.abs(ref).max(), 1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fp32_cpu_folds_only_the_first_layer_and_equals_the_hf_cnn(tiny_model_dir, kind):
+    # fp32 on the CPU: the first layer + GroupNorm as one folded matmul, the rest the model's
+    # own conv modules; where the first layer has no GroupNorm nothing changes.
+    ex = SSLExtractor(str(tiny_model_dir(kind)), precision="fp32", device="cpu").load()
+    fe = ex._model.feature_extractor
+    folds = isinstance(fe.conv_layers[0].layer_norm if hasattr(fe.conv_layers[0], "layer_norm") else None, torch.nn.GroupNorm)
+    if not folds:
+        assert ex._cnn is None
+        return
+    assert ex._cnn is not None and len(ex._cnn.layers) == 1 and ex._cnn._rest == list(fe.conv_layers[1:])
+    assert next(ex._model.parameters()).dtype == torch.float32
+    for seconds, seed in ((0.4, 3), (1.3, 5)):
+        x = torch.from_numpy(ex._prepare(speechlike(int(seconds * SR), seed=seed)))[None]
+        with torch.inference_mode():
+            ref = fe(x).transpose(1, 2)
+            got = ex._cnn(x)
+        assert got.shape == ref.shape
+        assert float((got - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+
+
+def test_fp32_cpu_extraction_equals_the_models_own_forward(tiny_model_dir):
+    ex = SSLExtractor(str(tiny_model_dir("wav2vec2")), precision="fp32", device="cpu").load()
+    assert ex._cnn is not None
+    sig = speechlike(int(1.1 * SR), seed=9)
+    got = ex(sig, SR)
+    with torch.inference_mode():
+        out = ex._model(torch.from_numpy(ex._prepare(sig))[None], output_hidden_states=True)
+    ref = torch.stack([h[0] for h in out.hidden_states]).numpy()
+    assert got.shape == ref.shape
+    for layer in range(ref.shape[0]):
+        assert np.abs(got[layer] - ref[layer]).max() <= 1e-4 * np.abs(ref[layer]).max()

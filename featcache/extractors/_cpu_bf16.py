@@ -20,6 +20,13 @@ covariance of the windows (float64), so the layer is one ``addmm`` with per-utte
 scaled weights. LayerNorm layers (large models) normalise each frame's channels, the last
 axis of the time-major output.
 
+In fp32 (:meth:`ConvEncoder.first_layer`) only that folded first layer runs here; the rest
+of the CNN stays the model's own ``conv1d`` layers, which oneDNN runs faster in fp32 than
+window copies + matmuls (measured on a 2-core AVX2-only EPYC, 60 RAVDESS files, 222 s of
+audio: layers 2-7 3.3 s as convolutions vs 4.1 s as matmuls; the first layer with its
+GroupNorm 0.83-1.5 s as conv + GroupNorm vs 0.52-0.63 s folded, the higher figures on
+first-seen input lengths).
+
 The transformer runs with its weights cast to bf16 once (no autocast): LayerNorm, softmax
 and GELU accumulate in fp32 inside torch's bf16 kernels. Against fp32 the hidden states
 differ by about what autocast gives (max |diff| / layer max ~2.5 % on a random
@@ -70,18 +77,27 @@ class ConvEncoder:
         Its ``conv_layers`` are read once (weights copied to bf16); the module itself is not
         used afterwards, so the model may be cast to bf16 as a whole.
 
+    dtype : torch dtype, optional
+        Of the weights and outputs (default bf16).
+    matmul_layers : int, optional
+        Run only the first ``matmul_layers`` layers here and the rest through the model's own
+        conv layers (channel-first, in the model's dtype); default: all.
+
     Calling it on a prepared waveform of shape ``(1, n_samples)`` returns the features of
-    shape ``(1, n_frames, conv_dim)``, bf16, time-major (what the HF encoder gives after its
+    shape ``(1, n_frames, conv_dim)``, time-major (what the HF encoder gives after its
     ``transpose(1, 2)``).
     """
 
-    def __init__(self, feature_extractor: Any, dtype: Any = None) -> None:
+    def __init__(self, feature_extractor: Any, dtype: Any = None, matmul_layers: int | None = None) -> None:
         import torch
 
         self.dtype = torch.bfloat16 if dtype is None else dtype
         self._local = threading.local()  # workspaces: an extractor may serve several threads
+        conv_layers = list(feature_extractor.conv_layers)
+        n = len(conv_layers) if matmul_layers is None else int(matmul_layers)
+        self._rest = conv_layers[n:]  # the model's own modules, run as they are
         self.layers = []
-        for layer in feature_extractor.conv_layers:
+        for layer in conv_layers[:n]:
             conv, norm, act = _layer_parts(layer)  # type: ignore[misc]  # checked by supports()
             w = conv.weight.detach().float()  # (out, in, k) -> window layout (k * in, out)
             w2 = w.permute(2, 1, 0).reshape(-1, w.shape[0]).contiguous()
@@ -101,6 +117,21 @@ class ConvEncoder:
         layers = getattr(feature_extractor, "conv_layers", None)
         return bool(layers) and all(_layer_parts(layer) is not None for layer in layers)
 
+    @classmethod
+    def first_layer(cls, feature_extractor: Any) -> "ConvEncoder | None":
+        """The fp32 form: the first layer folded with its GroupNorm, the rest the model's own.
+
+        None when the first layer has no GroupNorm to fold (LayerNorm conv stacks of large
+        models): then nothing is gained over the model's own layers.
+        """
+        import torch
+
+        layers = getattr(feature_extractor, "conv_layers", None)
+        parts = _layer_parts(layers[0]) if layers else None
+        if parts is None or not isinstance(parts[1], torch.nn.GroupNorm) or parts[0].kernel_size[0] * parts[0].in_channels > _FOLD_MAX_WINDOW:
+            return None
+        return cls(feature_extractor, torch.float32, matmul_layers=1)
+
     def __call__(self, x: Any) -> Any:
         import torch
 
@@ -117,6 +148,11 @@ class ConvEncoder:
                 if spec["norm"] is not None:
                     h = self._normalise(h, spec["norm"])
             h = _activate(spec["act"], h)
+        if self._rest:  # channel-first for the model's own layers (a copy: out of the workspace)
+            c = h.T.contiguous()[None]
+            for layer in self._rest:
+                c = layer(c)
+            return c.transpose(1, 2)
         return h.clone()[None]  # out of the workspace, which the next call overwrites
 
     def _workspace(self, name: str, numel: int) -> Any:

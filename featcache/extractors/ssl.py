@@ -37,15 +37,18 @@ wav2vec2 / HuBERT / WavLM, or with a batch-normalised positional convolution, ru
 Precision (``precision=``):
 
 * ``"fp32"`` (default, paper-faithful): float32 everywhere; on CUDA TF32 is switched off
-  for the duration of the call so that results match the CPU to float rounding.
+  for the duration of the call so that results match the CPU to float rounding. On the CPU
+  the first conv layer and its GroupNorm run as one folded matmul
+  (:meth:`~featcache.extractors._cpu_bf16.ConvEncoder.first_layer`; max difference to the
+  model's own layer ~3e-6 of its largest value), the rest of the model as it is.
 * ``"bf16"``: on CUDA ``torch.autocast(device, torch.bfloat16)``; on the CPU the weights are
   cast to bf16 once and the CNN runs as time-major matmuls
   (:mod:`featcache.extractors._cpu_bf16`; autocast for models it does not cover). Against
   fp32 (transformers 5.24, torch 2.13): on the tiny random test models the max abs difference
   per layer is 2.5-4.4 % of that layer's largest absolute value and the mean 0.3-0.5 %; on a
   randomly initialised full-size ``Wav2Vec2Config()`` with RAVDESS utterances max 2.8 %, mean
-  0.2 %. Speed depends on native bf16: on a 2-core AMD EPYC with AVX2 only bf16 was ~25x
-  *slower* than fp32; on a 2-core Xeon with AMX the model ran at 41.7 audio-s/s in bf16 vs
+  0.2 %. Speed depends on native bf16: on a 2-core AMD EPYC with AVX2 only bf16 was 25-40x
+  *slower* than fp32 (the model: 0.22 vs 8.48 audio-s/s on 2026-12-03); on a 2-core Xeon with AMX the model ran at 41.7 audio-s/s in bf16 vs
   14.0 in fp32 (``python -m benchmarks --only extraction``, docs/benchmarks.md).
 * ``"fp16"``: ``torch.autocast("cuda", torch.float16)``; CUDA only (a
   :class:`~featcache.errors.ParameterError` on CPU, where fp16 autocast is not supported).
@@ -172,7 +175,7 @@ class SSLExtractor(Extractor):
         self.model_type = str(getattr(cfg, "model_type", ""))
         self._identity = model_identity(self.resolved, cfg)
         self._model: Any = None
-        self._cnn: ConvEncoder | None = None  # set on loading for bf16 on the CPU
+        self._cnn: ConvEncoder | None = None  # set on loading on the CPU (bf16; fp32: first layer)
 
     @classmethod
     def from_params(cls, params: dict[str, Any], *, model: str | None = None, device: str = "auto", **context: Any) -> "SSLExtractor":
@@ -308,6 +311,8 @@ class SSLExtractor(Extractor):
 
                 self._cnn = ConvEncoder(model.feature_extractor)
                 model.to(torch.bfloat16)  # cast once; no autocast on every call
+            elif self._device.type == "cpu" and self.precision == "fp32" and self._batchable():
+                self._cnn = ConvEncoder.first_layer(model.feature_extractor)  # None: the model's own
             self._model = model
         return self._model
 
@@ -344,7 +349,7 @@ class SSLExtractor(Extractor):
 
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
-        if self._cnn is not None:  # the model's weights are bf16 already
+        if self._cnn is not None:  # bf16: the model's weights are bf16 already; fp32 on the CPU
             return stack
         if self.precision == "fp32":
             if self._device.type == "cuda":

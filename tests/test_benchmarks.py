@@ -139,6 +139,55 @@ def test_naive_extraction_equals_featcache(work):
     assert probe["fastest"] == "fp32" and probe["flops_per_audio_second"]["total"] > 0
 
 
+def test_probe_times_emulated_bf16_on_one_second_once(work, monkeypatch):
+    # Without native bf16 the model runs ~40x slower in bf16: the probe must not spend minutes
+    from benchmarks import extraction
+    from featcache.extractors.ssl import SSLExtractor
+
+    model = make_model(work / "tiny-model-emu", quick=True)
+    files = synthetic_corpus(work / "emu-audio", 2)
+    monkeypatch.setattr(machine, "onednn_native_bf16", lambda: False)
+    calls = []
+    real = SSLExtractor.batch
+
+    def batch(self, sigs, sr):
+        calls.append((self.precision, [len(x) for x in sigs]))
+        return real(self, sigs, sr)
+
+    monkeypatch.setattr(SSLExtractor, "batch", batch)
+    probe = extraction.probe_job(str(model), [str(f) for f in files], ["fp32", "bf16"], probe_files=2, repeats=2)
+    assert probe["probe_emulated"] == ["bf16"] and set(probe["probe_rates"]) == {"fp32", "bf16"}
+    bf16 = [n for p, n in calls if p == "bf16"]
+    assert bf16 == [[16000]]  # one second of audio, once, no warm-up
+    assert sum(p == "fp32" for p, _ in calls) == 3  # warm-up + 2 repeats
+
+
+def test_machine_times_emulated_bf16_on_small_matrices(monkeypatch):
+    sizes = []
+    monkeypatch.setattr(machine, "onednn_native_bf16", lambda: False)
+    monkeypatch.setattr(machine, "memory_bandwidth", lambda *a, **k: {"read_gbps_best": 1.0})
+    monkeypatch.setattr(machine, "matmul_rate", lambda p, n, **k: sizes.append((p, n)) or {"gflops_best": 1.0})
+    machine.measure(quick=False)
+    assert sorted(set(sizes)) == [("bf16", 512), ("fp32", 2048)]
+    sizes.clear()
+    monkeypatch.setattr(machine, "onednn_native_bf16", lambda: True)
+    machine.measure(quick=False)
+    assert sorted(set(sizes)) == [("bf16", 2048), ("fp32", 2048)]
+
+
+@pytest.mark.parametrize("native, prec, need, limit_row", [(True, "bf16", 1.5, "1b"), (False, "fp32", 1.0, "1c")])
+def test_extraction_targets_follow_the_precision_the_machine_should_use(native, prec, need, limit_row):
+    R = _fake_results()
+    R["parts"] = ["extraction"]
+    R["machine"]["onednn_native_bf16"] = native
+    R["extraction"]["ours_ssl"]["precision"] = prec
+    rows = {r["id"]: r for r in report.build_rows(R)}
+    assert rows["1a"]["target"] == f">= {need:g}x naive fp32"
+    assert rows[limit_row]["target"].startswith(">= 80 %")
+    other = "1c" if limit_row == "1b" else "1b"
+    assert rows[other]["target"] == "" and rows[other]["status"] == "info"
+
+
 def _fake_results() -> dict:
     """A results dict with every part, as __main__ writes it (numbers made up)."""
     proc = {"peak_rss_bytes": 2e9, "peak_anon_bytes": 1.5e9, "others_cores": 0.0, "wall_seconds": 1.0}

@@ -56,13 +56,19 @@ _LSTM_BATCH = (
 )
 
 
+_ECAPA_BATCH = (
+    "ECAPA convolves zero-padded batches whose time axis is the batch's longest utterance; "
+    "oneDNN's blocking depends on that shape, so outputs can differ by ~3e-7 with the batch "
+    "(seen on a 2-core AVX2-only EPYC, 2026-12-03; equal on AVX512 machines)"
+)
+
+
 def _expected_failed_checks(estimator) -> dict[str, str]:
-    if isinstance(estimator, (LSTMClassifier, LSTMRegressor)):
-        return {
-            "check_methods_subset_invariance": _LSTM_BATCH,
-            "check_methods_sample_order_invariance": _LSTM_BATCH,
-        }
-    return {}
+    why = {LSTMClassifier: _LSTM_BATCH, LSTMRegressor: _LSTM_BATCH,
+           ECAPAClassifier: _ECAPA_BATCH, ECAPARegressor: _ECAPA_BATCH}.get(type(estimator))
+    if why is None:
+        return {}
+    return {"check_methods_subset_invariance": why, "check_methods_sample_order_invariance": why}
 
 
 _RAN: dict[str, int] = {}

@@ -41,7 +41,7 @@ def probe_job(model_dir: str, files: list[str], precisions: list[str], probe_fil
     for p in precisions:
         extractors[p] = SSLExtractor(model_dir, precision=p, device=device).load()
         if p != "fp32" and device == "cpu" and onednn_native_bf16() is False:
-            emulated.append(p)  # ~70x slower than fp32 (AVX2 only): one second of audio, once
+            emulated.append(p)  # the model ~40x slower than fp32 (AVX2 only): 1 s of audio, once
             continue
         extractors[p].batch(sigs[:1], 16000)  # warm-up: kernel selection, allocations
     rates: dict[str, float] = {}

@@ -23,7 +23,7 @@ axis of the time-major output.
 In fp32 (:meth:`ConvEncoder.first_layer`) only that folded first layer runs here; the rest
 of the CNN stays the model's own ``conv1d`` layers, which oneDNN runs faster in fp32 than
 window copies + matmuls (measured on a 2-core AVX2-only EPYC, 60 RAVDESS files, 222 s of
-audio: layers 2-7 3.3 s as convolutions vs 4.1 s as matmuls; the first layer with its
+audio: layers 2-7 6.5-6.7 s as convolutions vs 8.4 s as matmuls; the first layer with its
 GroupNorm 0.83-1.5 s as conv + GroupNorm vs 0.52-0.63 s folded, the higher figures on
 first-seen input lengths).
 
@@ -74,8 +74,8 @@ class ConvEncoder:
     Parameters
     ----------
     feature_extractor : transformers ``Wav2Vec2FeatureEncoder`` (or HuBERT's / WavLM's)
-        Its ``conv_layers`` are read once (weights copied to bf16); the module itself is not
-        used afterwards, so the model may be cast to bf16 as a whole.
+        Its ``conv_layers`` are read once (weights copied to ``dtype``); with all layers here
+        the module itself is not used afterwards, so the model may be cast to bf16 as a whole.
 
     dtype : torch dtype, optional
         Of the weights and outputs (default bf16).
@@ -127,10 +127,10 @@ class ConvEncoder:
         import torch
 
         layers = getattr(feature_extractor, "conv_layers", None)
-        parts = _layer_parts(layers[0]) if layers else None
-        if parts is None or not isinstance(parts[1], torch.nn.GroupNorm) or parts[0].kernel_size[0] * parts[0].in_channels > _FOLD_MAX_WINDOW:
+        if not layers or _layer_parts(layers[0]) is None:
             return None
-        return cls(feature_extractor, torch.float32, matmul_layers=1)
+        enc = cls(feature_extractor, torch.float32, matmul_layers=1)
+        return enc if enc.layers[0]["fold"] else None
 
     def __call__(self, x: Any) -> Any:
         import torch

@@ -48,8 +48,8 @@ Precision (``precision=``):
   per layer is 2.5-4.4 % of that layer's largest absolute value and the mean 0.3-0.5 %; on a
   randomly initialised full-size ``Wav2Vec2Config()`` with RAVDESS utterances max 2.8 %, mean
   0.2 %. Speed depends on native bf16: on a 2-core AMD EPYC with AVX2 only bf16 was 25-40x
-  *slower* than fp32 (the model: 0.22 vs 8.48 audio-s/s on 2026-12-03); on a 2-core Xeon with AMX the model ran at 41.7 audio-s/s in bf16 vs
-  14.0 in fp32 (``python -m benchmarks --only extraction``, docs/benchmarks.md).
+  *slower* than fp32 (the model: 0.22 vs 8.48 audio-s/s on 2026-12-03); on a 2-core Xeon
+  with AMX the model ran at 41.7 audio-s/s in bf16 vs 14.0 in fp32 (``python -m benchmarks --only extraction``, docs/benchmarks.md).
 * ``"fp16"``: ``torch.autocast("cuda", torch.float16)``; CUDA only (a
   :class:`~featcache.errors.ParameterError` on CPU, where fp16 autocast is not supported).
 * ``"auto"``: bf16 on a CUDA device that supports it, fp32 otherwise -- on every CPU, so that
@@ -349,7 +349,7 @@ class SSLExtractor(Extractor):
 
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
-        if self._cnn is not None:  # bf16: the model's weights are bf16 already; fp32 on the CPU
+        if self._cnn is not None:  # bf16 weights already cast; fp32 on the CPU needs nothing more
             return stack
         if self.precision == "fp32":
             if self._device.type == "cuda":

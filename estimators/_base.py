@@ -248,7 +248,8 @@ class BaseSequenceEstimator(TrainingLoop, BaseEstimator):
                    else f"shard-buffered shuffle, windows of {a['window_bytes'] / 2**30:.2f} GiB")
             print(f"[{type(self).__name__}] reading {a['selection_bytes'] / 2**30:.2f} GiB of stored frames "
                   f"from {a['shards']} shard(s) in place: {how}; memory budget "
-                  f"{a['budget_bytes'] / 2**30:.2f} GiB ({a['budget_from']})")
+                  f"{a['budget_bytes'] / 2**30:.2f} GiB ({a['budget_from']}); "
+                  + ("batches read ahead in a thread" if a["read_ahead"] else "batches read in turn (no core to spare)"))
 
     # ------------------------------------------------------------------ steps
     def _make_module(self, config: dict) -> torch.nn.Module:

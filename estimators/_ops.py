@@ -3,9 +3,11 @@
 The expensive step of an all-layers model is reading the frames: a batch of 32 utterances
 x ~185 frames x 13 layers x 768 dims is ~120 MB of float16. :func:`mix_frames` computes
 the layer-weighted average ``f = sum_l w_l x_l`` straight from the (float16 or float32)
-stored array, in chunks of at most :data:`CHUNK_FRAMES` frames (consecutive utterances together)
-converted to float32 in one reused buffer (converting a whole batch into fresh tensors is several
-times slower on CPU because of page faults). The backward pass re-reads the chunks to get
+stored array, in chunks of at most :data:`CHUNK_FRAMES` frames (consecutive utterances together):
+un-normalised float16/32 frames are added layer by layer into the float32 output (converted on
+the fly), normalised ones converted and normalised first in one reused buffer (converting a whole
+batch into fresh tensors is several times slower on CPU because of page faults). The backward
+pass re-reads the chunks to get
 ``dL/dw_l = sum_{frames, d} x[f, l, d] * g[f, d]``; nothing of the size of the input is
 kept between forward and backward.
 
@@ -88,33 +90,37 @@ def _chunks(starts: np.ndarray, counts: np.ndarray) -> list[tuple[int, int, int,
 class _MixLayersCPU(torch.autograd.Function):
     """out[f] = sum_l w[l] * norm(source[row(f), l])  (CPU, chunked, float32 output).
 
-    Two layouts of ``source`` (T, L, D), each read chunk by chunk into a small reused
-    float32 buffer:
+    Mixing is :func:`_weighted_sum` for every chunk: straight from the stored frames when
+    they are float16/32 and not normalised (:func:`_direct`), else from the chunk converted
+    (and normalised) into a small reused float32 buffer. Two layouts of ``source`` (T, L, D):
 
-    * frame-major (a C-contiguous array, frames given in memory): the chunk ``(rows, L, D)``
-      is converted in place and mixed with a batched product ``w @ x``; the backward pass
-      uses ``sum_fd x' g = sum_d inv (sum_f x g) - sum_d (shift inv) (sum_f g)``;
+    * frame-major (a C-contiguous array, frames given in memory): the backward pass uses
+      ``sum_fd x' g = sum_d inv (sum_f x g) - sum_d (shift inv) (sum_f g)``;
     * layer-major (a transposed view of an ``(L, T, D)`` buffer: the batches of frames read
       from the shards, :class:`estimators._batch.BatchPlan`): the chunk is ``(L, rows * D)``
-      and mixing is one matrix-vector product, as is the weight gradient ``x @ g``; a
-      float32 un-normalised chunk is used in place.
+      and the weight gradient is a product with ``g`` and a sum per layer.
     """
 
     @staticmethod
     def forward(ctx, weights, source, starts, counts, norm, groups):  # type: ignore[override]
         out = torch.empty(int(counts.sum()), source.shape[2], dtype=torch.float32)
         pieces = _chunks(starts, counts)
-        w = weights.detach().to(torch.float32)
+        wl = weights.detach().to(torch.float32).tolist()
         grp = None if norm is None else groups.tolist()
-        buf = torch.empty(CHUNK_FRAMES * source.shape[1] * source.shape[2], dtype=torch.float32)
+        buf = None
         major = _layer_major_source(source)
         with torch.autocast("cpu", enabled=False):
             for s, o, m, segs in pieces:
-                if major:
-                    x = _layer_major(source, s, m, buf, norm, grp, segs)
-                    torch.matmul(w.unsqueeze(0), x, out=out[o : o + m].view(1, -1))
+                if _direct(source, norm):
+                    x = source[s : s + m]  # (m, L, D) stored frames, either layout, read in place
                 else:
-                    torch.matmul(w, _frame_major(source, s, m, buf, norm, grp, segs), out=out[o : o + m])
+                    if buf is None:
+                        buf = torch.empty(CHUNK_FRAMES * source.shape[1] * source.shape[2], dtype=torch.float32)
+                    if major:
+                        x = _layer_major(source, s, m, buf, norm, grp, segs).view(source.shape[1], m, -1).permute(1, 0, 2)
+                    else:
+                        x = _frame_major(source, s, m, buf, norm, grp, segs)
+                _weighted_sum(out[o : o + m], x, wl)
         ctx.source, ctx.pieces, ctx.norm, ctx.groups, ctx.major = source, pieces, norm, grp, major
         return out
 
@@ -127,6 +133,25 @@ class _MixLayersCPU(torch.autograd.Function):
                 grad_w = (_grad_layer_major if ctx.major else _grad_frame_major)(ctx, g)
         ctx.source = ctx.norm = None
         return grad_w, None, None, None, None, None
+
+
+def _direct(source: torch.Tensor, norm: Norm | None) -> bool:
+    """Whether the stored frames enter the sums as they are (float16/32, no normalisation):
+    an in-place float32 add converts each float16 value on the fly."""
+    return norm is None and source.dtype in (torch.float16, torch.float32)
+
+
+def _weighted_sum(dst: torch.Tensor, x: torch.Tensor, wl: list[float]) -> None:
+    """``dst = sum_l wl[l] * x[:, l]`` (dst float32 (m, D); x (m, L, D) float16/32, any strides).
+
+    Elementwise adds, not a BLAS product: on a 2-core EPYC a (1 x L) @ (L x m*D) sgemm after
+    each chunk's conversion ran single-threaded and made the next conversion ~4x slower
+    (0.23 -> 0.9 ms per 512-frame chunk of 13 x 768; measured 2026-12-04); the adds read the
+    frames once, in float32, in the order of the layers.
+    """
+    dst.zero_()
+    for layer, wk in enumerate(wl):
+        dst.add_(x[:, layer], alpha=wk)
 
 
 def _layer_major_source(source: torch.Tensor) -> bool:
@@ -163,11 +188,23 @@ def _layer_major(source, s, m, buf, norm, grp, segs) -> torch.Tensor:
 
 
 def _grad_layer_major(ctx, g: torch.Tensor) -> torch.Tensor:
+    """``dL/dw_l = sum_{f, d} x'[f, l, d] g[f, d]``: per chunk an elementwise product into one
+    float32 buffer (float16 frames converted on the fly) and a sum per layer (no BLAS gemv: see
+    :func:`_weighted_sum`)."""
     source = ctx.source
-    buf = torch.empty(CHUNK_FRAMES * source.shape[1] * source.shape[2], dtype=torch.float32)
-    acc = torch.zeros(source.shape[1], dtype=torch.float64)
+    n_layers = source.shape[1]
+    buf = torch.empty(CHUNK_FRAMES * n_layers * source.shape[2], dtype=torch.float32)
+    part = torch.empty(n_layers, dtype=torch.float32)
+    acc = torch.zeros(n_layers, dtype=torch.float64)
     for s, o, m, segs in ctx.pieces:
-        acc += torch.mv(_layer_major(source, s, m, buf, ctx.norm, ctx.groups, segs), g[o : o + m].reshape(-1))
+        if _direct(source, ctx.norm):
+            x = source[s : s + m].permute(1, 0, 2).reshape(n_layers, -1)  # a view: layer rows are contiguous
+        else:
+            x = _layer_major(source, s, m, buf, ctx.norm, ctx.groups, segs)
+        t = buf[: x.numel()].view(x.shape)
+        torch.mul(x, g[o : o + m].reshape(1, -1), out=t)
+        torch.sum(t, dim=1, out=part)
+        acc += part
     return acc.to(torch.float32)
 
 

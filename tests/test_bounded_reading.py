@@ -125,6 +125,32 @@ def test_every_utterance_once_per_epoch(fs, budget):
     np.testing.assert_array_equal(in_order, index)  # validation and prediction stream in order
 
 
+def test_read_ahead_only_when_streaming_or_a_core_is_free(monkeypatch):
+    monkeypatch.setattr(batch_mod.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert batch_mod.read_ahead("stream", threads=2)  # waiting on the disk: always
+    assert not batch_mod.read_ahead("random", threads=2)  # the copy would take a torch core
+    assert batch_mod.read_ahead("random", threads=1)
+
+
+@pytest.mark.parametrize("ahead", [True, False])
+def test_batches_are_the_same_read_ahead_or_in_turn(fs, ahead):
+    packed = fs.to_packed()
+    plan = BatchPlan(packed, stream_ratios(packed), None, CPU)
+    plan.access["read_ahead"] = ahead
+    index = np.arange(len(fs))
+    order, frames = [], []
+    for b in plan.iter_batches(index, 4, rng=np.random.default_rng(3)):
+        sl = b.streams[0]
+        order.append(b.index)
+        # copy now: a batch's buffer is reused PREFETCH batches later
+        frames += [sl.source[s : s + c].clone() for s, c in zip(sl.starts.tolist(), sl.counts.tolist())]
+    order = np.concatenate(order)
+    assert sorted(order) == list(index)
+    want = [torch.from_numpy(np.asarray(fs[int(i)], dtype=np.float32)) for i in order]
+    for got, exp in zip(frames, want):
+        torch.testing.assert_close(got.to(torch.float32), exp, rtol=0, atol=0)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sendfile to a file and /proc/self/fd are Linux's")
 def test_preload_reads_each_selected_layer_range_through_the_page_cache(fs, monkeypatch):
     import os

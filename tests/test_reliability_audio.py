@@ -155,7 +155,16 @@ def test_ordinary_files_are_unaffected(extracted, built_cache, ravdess_dir):
     for name in (MODEL, "mfcc"):
         got, ref = StoreReader(cache / name), StoreReader(built_cache / name)
         for uid in ids:
-            np.testing.assert_array_equal(got.frames(uid), ref.frames(uid))
+            if name == "mfcc":
+                np.testing.assert_array_equal(got.frames(uid), ref.frames(uid))
+                continue
+            # the model saw these files in other batches (other lengths beside them): its float32
+            # sums are blocked differently and may round to the neighbouring float16 (one value
+            # in ~5000 on a 2-core AVX512-BF16 EPYC, 2026-12-04); one float16 step is allowed
+            a, b = got.frames(uid).astype(np.float64), ref.frames(uid).astype(np.float64)
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, rtol=2.0**-10, atol=2.0**-24)
+            assert np.mean(a != b) < 1e-2  # a rare rounding, not a different computation
 
 
 class LogEnergy(Extractor):

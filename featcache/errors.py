@@ -39,6 +39,11 @@ class ParameterError(FeatcacheError, ValueError):
         self.given = given
         super().__init__(f"{name} must be {allowed}; got {given!r}")
 
+    def __reduce__(self):
+        # rebuilt from its own arguments, so it crosses process pools (joblib, Dask) intact;
+        # Exception's default rebuilds from the message alone, which this __init__ refuses
+        return type(self), (self.name, self.allowed, self.given)
+
 
 class CorpusError(FeatcacheError):
     """A corpus folder or manifest cannot be read (missing folder, no matching files...)."""
@@ -54,6 +59,9 @@ class AudioError(FeatcacheError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.reason)
 
 
 class ModelError(FeatcacheError):

@@ -51,6 +51,7 @@ class Row:
     seeds: int
     priority: int  # rows run in increasing priority (cheapest and most wanted first)
     classic: bool = False
+    extra: tuple[str, ...] = ()  # further `estimators fit` options (shown beside the model)
 
 
 #: classic models are deterministic given the folds (RBF SVC without probability estimates,
@@ -74,6 +75,22 @@ ROWS = [
     # label each (URDU), speaker normalisation removes the emotion
     Row("eg-lstm-glob", "egemaps", "lstm", "global", 2, 9),
     Row("eg-cnn-glob", "egemaps", "cnn", "global", 2, 9),
+    # ComParE 2016 functionals (6373 per utterance) for the classic models and the Dense head
+    Row("cmp-svc-spk", "compare_functionals", "svc", "speaker", 1, 1, True),
+    Row("cmp-svc-glob", "compare_functionals", "svc", "global", 1, 1, True),
+    Row("cmp-logreg-spk", "compare_functionals", "logreg", "speaker", 1, 1, True),
+    Row("cmp-logreg-glob", "compare_functionals", "logreg", "global", 1, 1, True),
+    Row("cmp-dense-spk", "compare_functionals", "dense", "speaker", 5, 2),
+    Row("cmp-dense-glob", "compare_functionals", "dense", "global", 5, 2),
+    # what was tried to bring the Dense head on functionals up to the classic models: more
+    # dropout; longer patience with the 5 best epochs averaged (Morais et al.)
+    Row("fun-dense-d5-spk", "egemaps_functionals", "dense", "speaker", 5, 2, extra=("--dropout", "0.5")),
+    Row("fun-dense-d5-glob", "egemaps_functionals", "dense", "global", 5, 2, extra=("--dropout", "0.5")),
+    Row("fun-dense-avg-spk", "egemaps_functionals", "dense", "speaker", 5, 2, extra=("--patience", "10", "--average", "5")),
+    Row("fun-dense-avg-glob", "egemaps_functionals", "dense", "global", 5, 2, extra=("--patience", "10", "--average", "5")),
+    # the Fusion head: eGeMAPS frames and the utterance's functionals, fused after pooling
+    Row("fus-eg-fun-spk", "egemaps+egemaps_functionals", "fusion", "speaker", 5, 3),
+    Row("fus-eg-fun-glob", "egemaps+egemaps_functionals", "fusion", "global", 5, 4),
 ]
 
 #: the cross-corpus matrices: (row, priority); TRAIN is each corpus or pair, TEST each other one
@@ -97,7 +114,7 @@ def _cmd(cache: str, row: Row, cv: str, out: Path, n_jobs: int) -> list[str]:
     return [
         "estimators", "fit", "--cache", cache, "--features", row.features, "--model", row.model,
         "--normalize", row.normalize, "--cv", cv, "--seeds", str(row.seeds), "--n-jobs", str(n_jobs),
-        "--out", str(out), "--overwrite", "--no-refit", "-q",
+        "--out", str(out), "--overwrite", "--no-refit", "-q", *row.extra,
     ]
 
 
@@ -139,7 +156,7 @@ def verdict(jobs: list[Job]) -> str:
     if ours is None or base is None:
         return "No comparison: " + ("no head row" if ours is None else "no classic baseline row") + " has run."
     (m, s, _), (b, _, _) = uar(ours.rep), uar(base.rep)
-    name = lambda j: f"{j.row.features} {j.row.model}, {j.row.normalize} normalisation"  # noqa: E731
+    name = lambda j: f"{j.row.features} {j.row.model}{' ' + ' '.join(j.row.extra) if j.row.extra else ''}, {j.row.normalize} normalisation"  # noqa: E731
     if m > b:
         return f"Our best head ({name(ours)}, {m:.1f} ± {s:.1f}) beats the best classic baseline ({name(base)}, {b:.1f}) by {m - b:.1f} points."
     return (f"**Our best head ({name(ours)}, {m:.1f} ± {s:.1f}) does not beat the classic baseline** "
@@ -174,7 +191,8 @@ def corpus_table(jobs: list[Job]) -> list[str]:
         mark = "**best**" if j is best else ("classic" if j.row.classic else "")
         wall = "-" if j.rep is None else f"{j.rep['wall_seconds']:.0f}"
         ours = _cell(j.rep) if j.rep is not None else f"not run ({j.reason})"
-        lines.append(f"| {mark} | {j.row.features} | {j.row.model} | {j.row.normalize} | {ours} | {_seeds(j.rep)} | {wall} | `{j.shown}` |")
+        model = j.row.model + (f" ({' '.join(j.row.extra)})" if j.row.extra else "")
+        lines.append(f"| {mark} | {j.row.features} | {model} | {j.row.normalize} | {ours} | {_seeds(j.rep)} | {wall} | `{j.shown}` |")
     return lines
 
 
@@ -238,14 +256,17 @@ def _header(argv: str) -> list[str]:
         "seeds (random_state as listed in each row). \"wall s\" is the command's wall time on a 2-core machine shared with",
         "other jobs, at `nice -n 19`, two fits at a time (`--n-jobs 2`): not a benchmark.",
         "",
-        "- **classic**: opensmile eGeMAPSv02 functionals (88 per utterance) + StandardScaler + RBF SVC or logistic",
-        "  regression, the default grid (C, gamma) searched inside each training fold (GroupKFold by speaker). These are",
+        "- **classic**: opensmile eGeMAPSv02 functionals (88 per utterance) or ComParE 2016 functionals (6373) +",
+        "  StandardScaler + RBF SVC or logistic regression, the default grid (C, gamma) searched inside each training fold",
+        "  (GroupKFold by speaker). These are",
         "  deterministic given the folds (no random state enters an RBF SVC without probabilities or lbfgs), so one seed",
         "  (checked: `--seeds 3` on `emovo-loao` gave the same UAR for every seed, for both).",
         "- Our heads: Dense (two per-frame layers of 128, mean pooling), LSTM, CNN; default training settings (lr 1e-3,",
-        "  up to 100 epochs, patience 4). LSTM and CNN ran with 2 seeds (slow on this CPU), the Dense rows with 5.",
+        "  up to 100 epochs, patience 4; other settings are shown beside the model). LSTM and CNN ran with 2 seeds (slow",
+        "  on a 2-core CPU), the Dense and Fusion rows with 5.",
         "  The Dense head accepts one-vector features: on `egemaps_functionals` (one frame per utterance) mean pooling is the",
-        "  identity and it is an MLP on the 88 functionals.",
+        "  identity and it is an MLP on the 88 functionals. Fusion (`egemaps+egemaps_functionals`): the eGeMAPS frames and",
+        "  the utterance's functionals, each through its own dense layers, fused after pooling (intermediate fusion).",
         "- **best**: the row with the highest mean UAR on that corpus (classic rows included).",
         "",
     ]

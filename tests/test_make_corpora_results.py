@@ -101,3 +101,16 @@ def test_fold_table_counts_each_label_of_each_test_fold(mcr):
     lines = mcr.fold_table(t, folds)
     assert lines[0] == "| test fold | a | b | speakers |"
     assert lines[2:] == ["| 0 | 2 of 3 | 0 of 1 | s1 |", "| 1 | 1 of 3 | 1 of 1 | s2, s3 |"]
+
+
+def test_extra_options_reach_the_command_and_are_shown_beside_the_model(mcr):
+    row = mcr.Row("fun-dense-d5-spk", "egemaps_functionals", "dense", "speaker", 5, 2, extra=("--dropout", "0.5"))
+    cmd = mcr._cmd("/c/emovo", row, "emovo-loao", Path("runs/results/k"), 2)
+    assert cmd[-2:] == ["--dropout", "0.5"] and cmd[:2] == ["estimators", "fit"]
+    job = mcr.Job("k", "emovo", row, cmd, _rep([0.40, 0.42]), "estimators fit ...")
+    line = mcr.corpus_table([job])[2]
+    assert "| dense (--dropout 0.5) | speaker |" in line
+    assert "egemaps_functionals dense --dropout 0.5, speaker" in mcr.verdict([job, _job(mcr, "b", _rep([0.5]), classic=True)])
+    keys = [j.key for j in mcr.plan("/c", 2)]
+    assert len(keys) == len(set(keys))  # every row its own report folder
+    assert {"ravdess-cmp-svc-spk", "urdu-fus-eg-fun-glob", "emovo-fun-dense-avg-spk"} <= set(keys)

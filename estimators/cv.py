@@ -210,9 +210,7 @@ def _one_fold(make_pipeline, X, y, groups, train, test, seed, fold, param_grid, 
     pipe = make_pipeline(seed)
     best_params = None
     if valid is not None and len(valid):
-        if param_grid:
-            raise ParameterError("grid", "a protocol without a fixed validation set (grids choose their own)", "a fixed validation set")
-        _fit_with_validation(pipe, X, y, train, valid)
+        _fit_with_validation(pipe, X, y, train, valid)  # run_folds refuses a grid with these
     elif param_grid:
         from sklearn.model_selection import GridSearchCV
 
@@ -291,6 +289,8 @@ def run_folds(
     groups = np.asarray(groups)
     y = np.asarray(y)
     tasks = [(s, f, sp[0], sp[1], sp[2] if len(sp) > 2 else None) for s in seeds for f, sp in enumerate(splits)]
+    if param_grid and any(t[4] is not None and len(t[4]) for t in tasks):  # before any fit runs
+        raise ParameterError("grid", "a protocol without a fixed validation set (grids choose their own)", "a fixed validation set")
     fit = functools.partial(_one_fold, make_pipeline, X, y, groups, param_grid=param_grid, task=task, keep_pipeline=keep_pipeline)
     bar = tqdm(total=len(tasks), desc="folds x seeds", unit="fit", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     # the same warning from every fit (e.g. a one-speaker inner training fold) is shown once

@@ -98,3 +98,20 @@ def test_fixed_validation_set_reaches_the_estimator(built_cache):
     assert est.validation_index_ is None or len(est.validation_index_) == 0
     assert len(est.history_) == 2 and "valid_loss" in est.history_[0] and np.isfinite(est.history_[0]["valid_loss"])
     assert set(np.unique(res.y_pred)) <= set(y)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_grid_with_a_fixed_validation_set_is_refused_before_any_fit(n_jobs):
+    from estimators.cv import run_folds
+
+    built = []
+
+    def make_pipeline(seed):
+        built.append(seed)
+        raise AssertionError("no pipeline may be built")
+
+    X, y, groups = np.zeros((12, 2)), np.arange(12) % 2, np.repeat(np.arange(6), 2)
+    splits = [(np.arange(8), np.arange(10, 12), np.arange(8, 10))]  # train, test, a protocol's validation
+    with pytest.raises(ParameterError, match=r"grid must be a protocol without a fixed validation set"):
+        run_folds(make_pipeline, X, y, groups, splits, [0, 1], param_grid={"lr": [1e-3, 1e-4]}, n_jobs=n_jobs)
+    assert built == []

@@ -35,7 +35,7 @@ from featcache.packed import Packed
 from ._ops import Norm
 from .errors import InputError
 
-__all__ = ["StreamSlice", "Batch", "BatchPlan", "stream_ratios", "as_tensor"]
+__all__ = ["StreamSlice", "Batch", "BatchPlan", "stream_ratios", "utterance_level", "as_tensor"]
 
 #: batches read ahead (in a thread) while the current one trains, when frames come from shards
 PREFETCH = 2
@@ -75,6 +75,18 @@ def as_tensor(array: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a))
 
 
+def utterance_level(packed: Packed) -> list[bool]:
+    """Which streams hold one vector per utterance beside streams of frames.
+
+    A stream whose every utterance has a single frame (functionals, statistics) while another
+    stream has utterances of several frames: its vector is repeated over the output frames of
+    the others (:attr:`StreamSlice.broadcast`) instead of cropping them to one frame.
+    """
+    single = [bool(len(s.lengths)) and bool((np.asarray(s.lengths) == 1).all()) for s in packed.streams]
+    framed = [not one for one in single]
+    return [one and any(f for j, f in enumerate(framed) if j != k) for k, one in enumerate(single)]
+
+
 def stream_ratios(packed: Packed) -> list[int]:
     """How many frames of each stream make one frame of the coarsest stream.
 
@@ -85,12 +97,13 @@ def stream_ratios(packed: Packed) -> list[int]:
     Returns
     -------
     list of int
-        1 for the coarsest stream (the lowest known ``frame_rate``), for streams at its rate
-        and for streams of unknown rate, else ``frame_rate_k / coarsest``, which must be an
-        integer. With stream 0 the coarsest (``all_layers+egemaps``) these are the ratios
+        1 for the coarsest stream (the lowest known ``frame_rate``), for streams at its rate,
+        for streams of unknown rate and for utterance-level streams (:func:`utterance_level`),
+        else ``frame_rate_k / coarsest``, which must be an integer. With stream 0 the coarsest (``all_layers+egemaps``) these are the ratios
         to stream 0.
     """
-    rates = [None if s.frame_rate is None else float(s.frame_rate) for s in packed.streams]
+    flat = utterance_level(packed)
+    rates = [None if s.frame_rate is None or u else float(s.frame_rate) for s, u in zip(packed.streams, flat)]
     known = [(r, k) for k, r in enumerate(rates) if r is not None]
     if not known:
         return [1] * len(rates)
@@ -131,6 +144,9 @@ class StreamSlice:
         Lazy normalisation of the stream (``Stream.norm_*``).
     groups : ndarray of shape (batch_size,) or None
         Normalisation group of every utterance (with ``norm``).
+    broadcast : Tensor of shape (n_output_frames,) or None
+        For an utterance-level stream (one row per utterance, :func:`utterance_level`): the
+        utterance of every output frame, over which its vector is repeated.
     """
 
     source: torch.Tensor
@@ -141,6 +157,7 @@ class StreamSlice:
     out_counts: torch.Tensor | None = None
     norm: Norm | None = None
     groups: np.ndarray | None = None
+    broadcast: torch.Tensor | None = None
 
 
 @dataclass
@@ -210,11 +227,13 @@ class BatchPlan:
         self.groups = [None if s.norm_group is None else np.asarray(s.norm_group, np.int64) for s in packed.streams]
         self.starts = [np.asarray(s.starts, dtype=np.int64) for s in packed.streams]
         lens = [np.asarray(s.lengths, dtype=np.int64) for s in packed.streams]
-        out = np.min([-(-lk // r) for lk, r in zip(lens, self.ratios)], axis=0)
+        self.flat = utterance_level(packed)
+        framed = [k for k, f in enumerate(self.flat) if not f]
+        out = np.min([-(-lens[k] // self.ratios[k]) for k in framed], axis=0)
         if max_frames is not None:
             out = np.minimum(out, int(max_frames))
         self.out_lengths = out.astype(np.int64)
-        self.counts = [np.minimum(lk, self.out_lengths * r) for lk, r in zip(lens, self.ratios)]
+        self.counts = [lk if f else np.minimum(lk, self.out_lengths * r) for lk, r, f in zip(lens, self.ratios, self.flat)]
         self.access = self._choose_access(memory_budget)
 
     def _choose_access(self, budget: int | None) -> dict:
@@ -250,6 +269,8 @@ class BatchPlan:
         lengths_np = self.out_lengths[idx]
         offsets_np = np.concatenate([[0], np.cumsum(lengths_np)]).astype(np.int64)
         total = int(offsets_np[-1])
+        lengths = torch.from_numpy(lengths_np).to(dev)
+        seg_ids = torch.repeat_interleave(torch.arange(len(idx), device=dev), lengths)
         streams = []
         for k, source in enumerate(self.sources):
             starts = self.starts[k][idx]
@@ -265,10 +286,9 @@ class BatchPlan:
             groups = None if self.groups[k] is None else self.groups[k][idx]
             if isinstance(source, ShardFrames):
                 source, starts = self._read(k, starts, counts, reuse)
-            streams.append(StreamSlice(source, starts, counts, r, raw_to_out, out_counts, self.norms[k], groups))
-        lengths = torch.from_numpy(lengths_np).to(dev)
+            streams.append(StreamSlice(source, starts, counts, r, raw_to_out, out_counts, self.norms[k], groups,
+                                       seg_ids if self.flat[k] else None))
         offsets = torch.from_numpy(offsets_np).to(dev)
-        seg_ids = torch.repeat_interleave(torch.arange(len(idx), device=dev), lengths)
         ids = None if self.packed.ids is None else np.asarray(self.packed.ids)[idx]
         return Batch(idx, streams, lengths, offsets, seg_ids, ids)
 

@@ -72,6 +72,8 @@ class LayerMix(nn.Module):
         if sl.ratio > 1:
             x = x.new_zeros(len(sl.out_counts), x.shape[1]).index_add_(0, sl.raw_to_out, x)
             x = x / sl.out_counts.unsqueeze(1)
+        if sl.broadcast is not None:  # one vector per utterance, repeated over its frames
+            x = x[sl.broadcast]
         return x
 
 

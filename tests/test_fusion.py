@@ -205,3 +205,51 @@ def test_cli_fusion_and_pooling_options(built_cache, tmp_path):
     assert json.loads((tmp_path / "dense" / "report.json").read_text())["model"]["params"]["pooling"] == "attentive"
     res = _fit(built_cache, tmp_path / "bad", "--features", "mfcc", "--fusion", "late")
     assert res.exit_code == 1 and "--fusion" in res.output and "fusion or ecapa" in res.output
+
+
+# --------------------------------------------------------------------------- utterance-level streams
+
+
+def frames_and_vectors(n=160, seed=3):
+    """eGeMAPS-like frames (100 frames/s, 150-260 frames) + one functionals-like vector per
+    utterance (nominal 1 frame/s). The label lives in the frames after the first 100 only
+    (the first second is noise), so cropping the frames to one second loses it."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, size=n)
+    frames, vectors = [], []
+    for i in range(n):
+        f = rng.normal(size=(int(rng.integers(150, 260)), 1, 4)).astype(np.float32)
+        f[100:, 0, :2] += 1.5 * (2 * y[i] - 1)
+        frames.append(f)
+        vectors.append(rng.normal(size=(1, 1, 3)).astype(np.float32))
+    streams = [Stream.from_list(frames, name="egemaps", frame_rate=100.0),
+               Stream.from_list(vectors, name="egemaps_functionals", frame_rate=1.0)]
+    return Packed(streams), y
+
+
+def test_a_one_vector_stream_is_repeated_over_the_frames_of_the_other():
+    from estimators._batch import BatchPlan, utterance_level
+    from estimators._modules import LayerMix
+
+    P, _ = frames_and_vectors(n=5)
+    assert utterance_level(P) == [False, True]
+    assert stream_ratios(P) == [1, 1]  # the functionals' nominal 1 frame/s does not set the rate
+    plan = BatchPlan(P, stream_ratios(P), None, torch.device("cpu"))
+    np.testing.assert_array_equal(plan.out_lengths, P.streams[0].lengths)  # every frame kept
+    b = plan.batch(np.array([3, 1]))
+    mix = LayerMix(1, None)
+    x0, x1 = mix(b.streams[0], torch.device("cpu")), mix(b.streams[1], torch.device("cpu"))
+    assert x0.shape[0] == x1.shape[0] == int(P.streams[0].lengths[[3, 1]].sum())
+    n3 = int(P.streams[0].lengths[3])
+    torch.testing.assert_close(x1[:n3], torch.from_numpy(P.streams[1].data[3, 0]).expand(n3, -1))
+    torch.testing.assert_close(x1[n3:], torch.from_numpy(P.streams[1].data[1, 0]).expand(x1.shape[0] - n3, -1))
+    # a stream of vectors alone, or beside another of vectors, is not repeated
+    solo = Packed([P.streams[1]])
+    assert utterance_level(solo) == [False] and BatchPlan(solo, [1], None, torch.device("cpu")).batch(np.array([0])).streams[0].broadcast is None
+
+
+@pytest.mark.parametrize("fusion", ["intermediate", "early", "late"])
+def test_fusion_with_functionals_uses_every_frame(fusion):
+    P, y = frames_and_vectors()
+    est = FusionClassifier(fusion=fusion, validation_fraction=None, **FAST).fit(P, y)
+    assert est.score(P, y) > 0.9  # the label is only in frames 100 and later

@@ -99,8 +99,8 @@ def stream_ratios(packed: Packed) -> list[int]:
     list of int
         1 for the coarsest stream (the lowest known ``frame_rate``), for streams at its rate,
         for streams of unknown rate and for utterance-level streams (:func:`utterance_level`),
-        else ``frame_rate_k / coarsest``, which must be an integer. With stream 0 the coarsest (``all_layers+egemaps``) these are the ratios
-        to stream 0.
+        else ``frame_rate_k / coarsest``, which must be an integer. With stream 0 the
+        coarsest (``all_layers+egemaps``) these are the ratios to stream 0.
     """
     flat = utterance_level(packed)
     rates = [None if s.frame_rate is None or u else float(s.frame_rate) for s, u in zip(packed.streams, flat)]

@@ -54,13 +54,18 @@ class Row:
     extra: tuple[str, ...] = ()  # further `estimators fit` options (shown beside the model)
 
 
+def _both(key: str, features: str, model: str, seeds: int, priority: int, classic: bool = False,
+          extra: tuple[str, ...] = ()) -> list[Row]:
+    """The row with speaker normalisation (``KEY-spk``), then with global (``KEY-glob``)."""
+    return [Row(f"{key}-{tag}", features, model, norm, seeds, priority, classic, extra)
+            for tag, norm in (("spk", "speaker"), ("glob", "global"))]
+
+
 #: classic models are deterministic given the folds (RBF SVC without probability estimates,
 #: lbfgs logistic regression): one seed is the whole story
 ROWS = [
-    Row("fun-svc-spk", "egemaps_functionals", "svc", "speaker", 1, 0, True),
-    Row("fun-svc-glob", "egemaps_functionals", "svc", "global", 1, 0, True),
-    Row("fun-logreg-spk", "egemaps_functionals", "logreg", "speaker", 1, 0, True),
-    Row("fun-logreg-glob", "egemaps_functionals", "logreg", "global", 1, 0, True),
+    *_both("fun-svc", "egemaps_functionals", "svc", 1, 0, True),
+    *_both("fun-logreg", "egemaps_functionals", "logreg", 1, 0, True),
     Row("fun-dense-spk", "egemaps_functionals", "dense", "speaker", 5, 2),
     Row("fun-dense-glob", "egemaps_functionals", "dense", "global", 5, 2),
     Row("eg-dense-spk", "egemaps", "dense", "speaker", 5, 3),
@@ -76,19 +81,15 @@ ROWS = [
     Row("eg-lstm-glob", "egemaps", "lstm", "global", 5, 9),
     Row("eg-cnn-glob", "egemaps", "cnn", "global", 5, 9),
     # ComParE 2016 functionals (6373 per utterance) for the classic models and the Dense head
-    Row("cmp-svc-spk", "compare_functionals", "svc", "speaker", 1, 1, True),
-    Row("cmp-svc-glob", "compare_functionals", "svc", "global", 1, 1, True),
-    Row("cmp-logreg-spk", "compare_functionals", "logreg", "speaker", 1, 1, True),
-    Row("cmp-logreg-glob", "compare_functionals", "logreg", "global", 1, 1, True),
-    Row("cmp-dense-spk", "compare_functionals", "dense", "speaker", 5, 2),
-    Row("cmp-dense-glob", "compare_functionals", "dense", "global", 5, 2),
+    *_both("cmp-svc", "compare_functionals", "svc", 1, 1, True),
+    *_both("cmp-logreg", "compare_functionals", "logreg", 1, 1, True),
+    *_both("cmp-dense", "compare_functionals", "dense", 5, 2),
     # what was tried to bring the Dense head on functionals up to the classic models: more
     # dropout; longer patience with the 5 best epochs averaged (Morais et al.)
-    Row("fun-dense-d5-spk", "egemaps_functionals", "dense", "speaker", 5, 2, extra=("--dropout", "0.5")),
-    Row("fun-dense-d5-glob", "egemaps_functionals", "dense", "global", 5, 2, extra=("--dropout", "0.5")),
-    Row("fun-dense-avg-spk", "egemaps_functionals", "dense", "speaker", 5, 2, extra=("--patience", "10", "--average", "5")),
-    Row("fun-dense-avg-glob", "egemaps_functionals", "dense", "global", 5, 2, extra=("--patience", "10", "--average", "5")),
-    # the Fusion head: eGeMAPS frames and the utterance's functionals, fused after pooling
+    *_both("fun-dense-d5", "egemaps_functionals", "dense", 5, 2, extra=("--dropout", "0.5")),
+    *_both("fun-dense-avg", "egemaps_functionals", "dense", 5, 2, extra=("--patience", "10", "--average", "5")),
+    # the Fusion head: a dense branch per stream (eGeMAPS frames; the utterance's functionals,
+    # repeated over its frames), concatenated per frame
     Row("fus-eg-fun-spk", "egemaps+egemaps_functionals", "fusion", "speaker", 5, 3),
     Row("fus-eg-fun-glob", "egemaps+egemaps_functionals", "fusion", "global", 5, 4),
 ]
@@ -265,8 +266,8 @@ def _header(argv: str) -> list[str]:
         "  up to 100 epochs, patience 4; other settings are shown beside the model). Every row of our heads ran with 5",
         "  seeds, except CNN rows whose seeds column says 2 (slow on a 2-core CPU: they were not re-run in time).",
         "  The Dense head accepts one-vector features: on `egemaps_functionals` (one frame per utterance) mean pooling is the",
-        "  identity and it is an MLP on the 88 functionals. Fusion (`egemaps+egemaps_functionals`): the eGeMAPS frames and",
-        "  the utterance's functionals, each through its own dense layers, fused after pooling (intermediate fusion).",
+        "  identity and it is an MLP on the 88 functionals. Fusion (`egemaps+egemaps_functionals`, intermediate fusion):",
+        "  a dense branch per stream, the utterance's functionals repeated over its eGeMAPS frames, concatenated per frame.",
         "- **best**: the row with the highest mean UAR on that corpus (classic rows included).",
         "",
     ]

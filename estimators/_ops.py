@@ -109,9 +109,10 @@ class _MixLayersCPU(torch.autograd.Function):
         grp = None if norm is None else groups.tolist()
         buf = None
         major = _layer_major_source(source)
+        direct = _direct(source, norm)
         with torch.autocast("cpu", enabled=False):
             for s, o, m, segs in pieces:
-                if _direct(source, norm):
+                if direct:
                     x = source[s : s + m]  # (m, L, D) stored frames, either layout, read in place
                 else:
                     if buf is None:
@@ -196,8 +197,9 @@ def _grad_layer_major(ctx, g: torch.Tensor) -> torch.Tensor:
     buf = torch.empty(CHUNK_FRAMES * n_layers * source.shape[2], dtype=torch.float32)
     part = torch.empty(n_layers, dtype=torch.float32)
     acc = torch.zeros(n_layers, dtype=torch.float64)
+    direct = _direct(source, ctx.norm)
     for s, o, m, segs in ctx.pieces:
-        if _direct(source, ctx.norm):
+        if direct:
             x = source[s : s + m].permute(1, 0, 2).reshape(n_layers, -1)  # a view: layer rows are contiguous
         else:
             x = _layer_major(source, s, m, buf, ctx.norm, ctx.groups, segs)

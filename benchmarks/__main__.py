@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             tr = {"n_layers": n_layers, "dim": dim}
             tr["equivalence"] = run("train_equivalence", cache_path=cache)
             tr["ours"] = run("train_ours", cache_path=cache, epochs=args.train_epochs)
+            tr["ours_copied"] = run("train_ours", cache_path=cache, epochs=args.train_epochs, map_frames=False)
             if "error" not in R["npy"]:
                 tr["naive"] = run("train_naive", npy_dir=str(npy_dir), epochs=1, num_workers=args.naive_workers)
             else:

@@ -169,6 +169,15 @@ def build_rows(R: dict) -> list[dict]:
                             epoch, n_ep, n_ep / epoch, lim_t, lim_t / epoch if lim_t else None,
                             "<= 3 s and >= 4x naive", _status(epoch <= 3.0 and n_ep / epoch >= 4.0),
                             note="epochs: " + ", ".join(f"{d:.2f}" for d in ep) + f" s (best after the first); load (to_packed) {ours['load_seconds']:.1f} s"))
+            cp = tr.get("ours_copied", {})
+            if cp and not _err(cp):
+                cep = cp["epoch_seconds"]
+                c_epoch = min(cep[1:]) if len(cep) > 1 else cep[0]
+                mapped = ours.get("data_access", {}).get("mapped")
+                rows.append(row("2a'", "the same epoch, frames mixed from the shards' memory maps (ours) vs every batch copied out of them first",
+                                epoch, c_epoch, c_epoch / epoch, None, None, "", "info",
+                                note=f"ours read {'from memory maps' if mapped else 'by copies (no map)'}; copied epochs: "
+                                + ", ".join(f"{d:.2f}" for d in cep) + " s"))
             rows.append(row("2b", "Dense epoch throughput: frames/s",
                             frames / epoch, naive["frames"] / n_ep, n_ep / epoch * frames / max(naive["frames"], 1),
                             frames / lim_t if lim_t else None, lim_t / epoch if lim_t else None, "", "info",

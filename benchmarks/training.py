@@ -38,10 +38,19 @@ def _labels(X) -> tuple[np.ndarray, list[str]]:
     return y.astype(np.int64), classes.tolist()
 
 
-def ours_job(cache_path: str, epochs: int = 2, batch_size: int = 32, seed: int = 0, precision: str = "fp32") -> dict:
-    """Fit our DenseClassifier for ``epochs`` epochs; per-epoch times from ``history_``."""
+def ours_job(cache_path: str, epochs: int = 2, batch_size: int = 32, seed: int = 0, precision: str = "fp32",
+             map_frames: bool = True) -> dict:
+    """Fit our DenseClassifier for ``epochs`` epochs; per-epoch times from ``history_``.
+
+    ``map_frames=False`` copies every batch out of the shards instead of mixing straight from
+    their memory maps (``estimators._batch.MAP_FRAMES``; this worker process only): the A/B of
+    the two read paths in one run.
+    """
+    import estimators._batch
     import featcache
     from estimators import DenseClassifier
+
+    estimators._batch.MAP_FRAMES = bool(map_frames)
 
     X = featcache.open(cache_path).select("all_layers")
     t0 = time.perf_counter()
@@ -66,6 +75,7 @@ def ours_job(cache_path: str, epochs: int = 2, batch_size: int = 32, seed: int =
         "data_bytes": int(data.nbytes),
         "data_dtype": str(data.dtype),
         "precision": precision,
+        "data_access": {k: v for k, v in est.data_access_.items() if isinstance(v, (str, int, float, bool))},
     }
 
 

@@ -21,9 +21,7 @@ A stream's lazy normalisation (``norm_shift``, ``norm_scale``, ``norm_group``; s
 from __future__ import annotations
 
 import os
-import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -33,12 +31,15 @@ from featcache.frames import ShardFrames, shard_buffered_order
 from featcache.packed import Packed
 
 from ._ops import Norm
-from .errors import InputError
+from ._streams import Batch, StreamSlice, as_tensor, stream_ratios, utterance_level
 
 __all__ = ["StreamSlice", "Batch", "BatchPlan", "stream_ratios", "utterance_level", "as_tensor"]
 
 #: batches read ahead (in a thread) while the current one trains, when frames come from shards
 PREFETCH = 2
+#: whether batch plans read stored frames from memory maps of the shards where they can
+#: (:meth:`BatchPlan._map_sources`); False copies every batch (the benchmarks' A/B switch)
+MAP_FRAMES = True
 #: one thread per process that passes read-ahead hints to the kernel
 _ADVISOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featcache-advise")
 
@@ -61,135 +62,6 @@ def read_ahead(mode: str, threads: int | None = None) -> bool:
     return cores > (torch.get_num_threads() if threads is None else int(threads))
 
 
-def as_tensor(array: np.ndarray) -> torch.Tensor:
-    """A CPU tensor sharing memory with ``array`` (read-only arrays included)."""
-    a = array
-    if not a.dtype.isnative:
-        a = a.astype(a.dtype.newbyteorder("="))
-    with warnings.catch_warnings():
-        # torch warns about read-only arrays (memmaps...); frames are never written
-        warnings.simplefilter("ignore", UserWarning)
-        try:
-            return torch.from_numpy(a)
-        except ValueError:  # negative strides
-            return torch.from_numpy(np.ascontiguousarray(a))
-
-
-def utterance_level(packed: Packed) -> list[bool]:
-    """Which streams hold one vector per utterance beside streams of frames.
-
-    A stream whose every utterance has a single frame (functionals, statistics) while another
-    stream has utterances of several frames: its vector is repeated over the output frames of
-    the others (:attr:`StreamSlice.broadcast`) instead of cropping them to one frame.
-    """
-    single = [bool(len(s.lengths)) and bool((np.asarray(s.lengths) == 1).all()) for s in packed.streams]
-    framed = [not one for one in single]
-    return [one and any(f for j, f in enumerate(framed) if j != k) for k, one in enumerate(single)]
-
-
-def stream_ratios(packed: Packed) -> list[int]:
-    """How many frames of each stream make one frame of the coarsest stream.
-
-    Parameters
-    ----------
-    packed : Packed
-
-    Returns
-    -------
-    list of int
-        1 for the coarsest stream (the lowest known ``frame_rate``), for streams at its rate,
-        for streams of unknown rate and for utterance-level streams (:func:`utterance_level`),
-        else ``frame_rate_k / coarsest``, which must be an integer. With stream 0 the
-        coarsest (``all_layers+egemaps``) these are the ratios to stream 0.
-    """
-    flat = utterance_level(packed)
-    rates = [None if s.frame_rate is None or u else float(s.frame_rate) for s, u in zip(packed.streams, flat)]
-    known = [(r, k) for k, r in enumerate(rates) if r is not None]
-    if not known:
-        return [1] * len(rates)
-    base, b = min(known)
-    out = []
-    for k, (s, rate) in enumerate(zip(packed.streams, rates)):
-        if rate is None or rate == base:
-            out.append(1)
-            continue
-        r = rate / base
-        if abs(r - round(r)) > 1e-6:
-            raise InputError(
-                f"stream {k} ({s.name!r}) has frame rate {s.frame_rate}, the coarsest stream {b} "
-                f"({packed.streams[b].name!r}) has {base:g}: the rate of every stream must be an "
-                "integer multiple of the coarsest rate"
-            )
-        out.append(int(round(r)))
-    return out
-
-
-@dataclass
-class StreamSlice:
-    """The frames of one stream for one batch.
-
-    Attributes
-    ----------
-    source : Tensor of shape (total_frames, n_layers, dim)
-        The whole stored stream (CPU), shared with the numpy data.
-    starts, counts : ndarray of shape (batch_size,), int64
-        First row and number of rows read for every utterance.
-    ratio : int
-        Frames averaged into one output frame.
-    raw_to_out : Tensor of shape (sum(counts),) or None
-        Output frame of every row read (when ``ratio > 1``).
-    out_counts : Tensor of shape (n_output_frames,) or None
-        Rows averaged into every output frame (when ``ratio > 1``).
-    norm : Norm or None
-        Lazy normalisation of the stream (``Stream.norm_*``).
-    groups : ndarray of shape (batch_size,) or None
-        Normalisation group of every utterance (with ``norm``).
-    broadcast : Tensor of shape (n_output_frames,) or None
-        For an utterance-level stream (one row per utterance, :func:`utterance_level`): the
-        utterance of every output frame, over which its vector is repeated.
-    """
-
-    source: torch.Tensor
-    starts: np.ndarray
-    counts: np.ndarray
-    ratio: int = 1
-    raw_to_out: torch.Tensor | None = None
-    out_counts: torch.Tensor | None = None
-    norm: Norm | None = None
-    groups: np.ndarray | None = None
-    broadcast: torch.Tensor | None = None
-
-
-@dataclass
-class Batch:
-    """Utterances of one batch, packed (no padding).
-
-    Attributes
-    ----------
-    index : ndarray of shape (batch_size,)
-        Positions of the utterances in the plan's Packed.
-    streams : list of StreamSlice
-    lengths : Tensor of shape (batch_size,), int64
-        Output frames of every utterance (the same for every stream).
-    offsets : Tensor of shape (batch_size + 1,), int64
-        First output frame of every utterance, then the total.
-    seg_ids : Tensor of shape (total_frames,), int64
-        Utterance of every output frame.
-    ids : ndarray of shape (batch_size,) or None
-        Utterance ids (for error messages).
-    """
-
-    index: np.ndarray
-    streams: list[StreamSlice]
-    lengths: torch.Tensor
-    offsets: torch.Tensor
-    seg_ids: torch.Tensor
-    ids: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-
 class BatchPlan:
     """Index-based batches over a Packed for one model's frame rules.
 
@@ -203,6 +75,13 @@ class BatchPlan:
         Keep at most the first ``max_frames`` output frames of every utterance.
     device : torch.device
         Where the index tensors of the batches are put.
+    memory_budget : int or None
+        Bytes of stored frames that may stay in the page cache (None: unlimited); decides
+        :attr:`access` (see :meth:`_choose_access`).
+    map_frames : bool or None
+        In the ``random`` mode on the CPU, read the frames straight from memory maps of the
+        shards (:meth:`_map_sources`) instead of copying every batch; False copies; None:
+        :data:`MAP_FRAMES`.
     """
 
     def __init__(
@@ -212,6 +91,7 @@ class BatchPlan:
         max_frames: int | None,
         device: torch.device,
         memory_budget: int | None = None,
+        map_frames: bool | None = None,
     ) -> None:
         self.packed = packed
         self.ratios = list(ratios)
@@ -235,6 +115,7 @@ class BatchPlan:
         self.out_lengths = out.astype(np.int64)
         self.counts = [lk if f else np.minimum(lk, self.out_lengths * r) for lk, r, f in zip(lens, self.ratios, self.flat)]
         self.access = self._choose_access(memory_budget)
+        self.mapped, self._mparts = self._map_sources() if (MAP_FRAMES if map_frames is None else map_frames) else ([None] * len(self.sources),) * 2
 
     def _choose_access(self, budget: int | None) -> dict:
         """How the utterances are visited: ``memory`` (arrays in memory), ``random`` (stored
@@ -249,9 +130,31 @@ class BatchPlan:
         self._parts = self._lead.part_of(self.starts[backed[0]])
         self._nbytes = sum(self.counts[k] * self.sources[k].row_bytes for k in backed)
         mode = "random" if selection <= budget else "stream"
-        return {"mode": mode, "read_ahead": read_ahead(mode), "selection_bytes": selection, "budget_bytes": budget,
+        return {"mode": mode, "read_ahead": read_ahead(mode), "mapped": False, "selection_bytes": selection, "budget_bytes": budget,
                 "window_bytes": None if mode == "random" else max(budget // 2, 1),
                 "shards": int(len(np.unique(self._parts)))}
+
+    def _map_sources(self) -> tuple[list, list]:
+        """Per stream, its shards as memory-mapped tensors (one per shard) and the shard of
+        every utterance, or None: in the ``random`` mode on the CPU the mix reads the frames
+        straight from the page cache (no copy per batch, no buffer per process). Where a
+        stream's shards cannot be mapped as one view each, its batches are copied (``_read``).
+        """
+        mapped: list = [None] * len(self.sources)
+        parts: list = [None] * len(self.sources)
+        if self.access["mode"] != "random" or self.device.type != "cpu":
+            return mapped, parts
+        for k, src in enumerate(self.sources):
+            if isinstance(src, ShardFrames):
+                views = [src.mapped(p) for p in range(src.n_parts)]
+                if all(v is not None for v in views):
+                    mapped[k] = tuple(tuple(as_tensor(layer) for layer in v) for v in views)
+                    parts[k] = src.part_of(self.starts[k])
+        backed = [k for k, src in enumerate(self.sources) if isinstance(src, ShardFrames)]
+        self.access["mapped"] = all(mapped[k] is not None for k in backed)
+        if self.access["mapped"]:
+            self.access["read_ahead"] = False  # nothing left to read ahead
+        return mapped, parts
 
     def __len__(self) -> int:
         return len(self.out_lengths)
@@ -284,10 +187,16 @@ class BatchPlan:
                 raw_to_out = torch.from_numpy(r2o).to(dev)
                 out_counts = torch.from_numpy(np.bincount(r2o, minlength=total).astype(np.float32)).to(dev)
             groups = None if self.groups[k] is None else self.groups[k][idx]
-            if isinstance(source, ShardFrames):
+            parts = None
+            if self.mapped[k] is not None:
+                parts = self._mparts[k][idx]
+                starts = starts - source.base[parts]
+                source.rows_mapped += int(counts.sum())
+                source = self.mapped[k]
+            elif isinstance(source, ShardFrames):
                 source, starts = self._read(k, starts, counts, reuse)
             streams.append(StreamSlice(source, starts, counts, r, raw_to_out, out_counts, self.norms[k], groups,
-                                       seg_ids if self.flat[k] else None))
+                                       seg_ids if self.flat[k] else None, parts))
         offsets = torch.from_numpy(offsets_np).to(dev)
         ids = None if self.packed.ids is None else np.asarray(self.packed.ids)[idx]
         return Batch(idx, streams, lengths, offsets, seg_ids, ids)

@@ -68,7 +68,8 @@ class LayerMix(nn.Module):
 
     def forward(self, sl: StreamSlice, device: torch.device) -> torch.Tensor:
         """Frames of the batch, shape (n_output_frames, dim), float32, on ``device``."""
-        x = mix_frames(self.normalized_weights(), sl.source, sl.starts, sl.counts, device, sl.norm, sl.groups)
+        x = mix_frames(self.normalized_weights(), sl.source, sl.starts, sl.counts, device, sl.norm, sl.groups,
+                       parts=sl.parts)
         if sl.ratio > 1:
             x = x.new_zeros(len(sl.out_counts), x.shape[1]).index_add_(0, sl.raw_to_out, x)
             x = x / sl.out_counts.unsqueeze(1)
@@ -93,9 +94,8 @@ def check_outputs(out: torch.Tensor, batch: Batch) -> torch.Tensor:
         return out
     bad = []
     for k, sl in enumerate(batch.streams):
-        data = sl.source
-        for i, (s, c) in enumerate(zip(sl.starts.tolist(), sl.counts.tolist())):
-            if not bool(torch.isfinite(data[s : s + c]).all()):
+        for i in range(len(sl.starts)):
+            if not bool(torch.isfinite(sl.rows(i)).all()):
                 bad.append((k, batch.ids[i] if batch.ids is not None else int(batch.index[i])))
     if bad:
         shown = ", ".join(f"{u!r} (stream {k})" for k, u in bad[:5])

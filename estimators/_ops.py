@@ -30,6 +30,9 @@ import torch
 
 from featcache.packed import apply_normalization, normalization_terms
 
+from ._mapped_mix import mix_mapped
+from ._scratch import scratch
+
 __all__ = ["CHUNK_FRAMES", "Norm", "mix_frames", "segment_pool"]
 
 CHUNK_FRAMES = 512
@@ -60,28 +63,31 @@ class Norm:
         )
 
 
-def _chunks(starts: np.ndarray, counts: np.ndarray) -> list[tuple[int, int, int, list[tuple[int, int, int]]]]:
-    """Pieces ``(source row, output row, n_rows, segments)`` of at most CHUNK_FRAMES rows.
+def _chunks(starts: np.ndarray, counts: np.ndarray, parts: np.ndarray | None = None) -> list[tuple]:
+    """Pieces ``(source, source row, output row, n_rows, segments)`` of at most CHUNK_FRAMES rows.
 
-    A piece spans consecutive utterances whose rows follow each other in the source (the
-    frames of a batch read into one buffer do); ``segments`` are its utterances' parts as
-    ``(row in the piece, n_rows, utterance)``, for the per-utterance normalisation. Fewer,
-    larger pieces: per 264k frames, 128-row pieces took 1.25 s forward and 1.35 s backward,
-    512-row pieces 0.84 and 0.85 s (a one-off timing, 2-core Xeon).
+    A piece spans consecutive utterances whose rows follow each other in one source (the
+    frames of a batch read into one buffer do); ``source`` is the utterances' entry of
+    ``parts`` (0 without), ``segments`` their parts of the piece as ``(row in the piece,
+    n_rows, utterance)``, for the per-utterance normalisation. Fewer, larger pieces: per
+    264k frames, 128-row pieces took 1.25 s forward and 1.35 s backward, 512-row pieces 0.84
+    and 0.85 s (a one-off timing, 2-core Xeon).
     """
-    out: list[tuple[int, int, int, list[tuple[int, int, int]]]] = []
+    out: list[tuple] = []
     o = 0
-    for b, (s, c) in enumerate(zip(starts.tolist(), counts.tolist())):
+    where = [0] * len(starts) if parts is None else parts.tolist()
+    for b, (p, s, c) in enumerate(zip(where, starts.tolist(), counts.tolist())):
         k = 0
         while k < c:
             last = out[-1] if out else None
-            if last is not None and last[0] + last[2] == s + k and last[1] + last[2] == o + k and last[2] < CHUNK_FRAMES:
-                take = min(CHUNK_FRAMES - last[2], c - k)
-                last[3].append((last[2], take, b))
-                out[-1] = (last[0], last[1], last[2] + take, last[3])
+            if (last is not None and last[0] == p and last[1] + last[3] == s + k and last[2] + last[3] == o + k
+                    and last[3] < CHUNK_FRAMES):
+                take = min(CHUNK_FRAMES - last[3], c - k)
+                last[4].append((last[3], take, b))
+                out[-1] = (p, last[1], last[2], last[3] + take, last[4])
             else:
                 take = min(CHUNK_FRAMES, c - k)
-                out.append((s + k, o + k, take, [(0, take, b)]))
+                out.append((p, s + k, o + k, take, [(0, take, b)]))
             k += take
         o += c
     return out
@@ -97,32 +103,38 @@ class _MixLayersCPU(torch.autograd.Function):
     * frame-major (a C-contiguous array, frames given in memory): the backward pass uses
       ``sum_fd x' g = sum_d inv (sum_f x g) - sum_d (shift inv) (sum_f g)``;
     * layer-major (a transposed view of an ``(L, T, D)`` buffer: the batches of frames read
-      from the shards, :class:`estimators._batch.BatchPlan`): the chunk is ``(L, rows * D)``
-      and the weight gradient is a product with ``g`` and a sum per layer.
+      from the shards; or a tuple of ``L`` tensors ``(T, D)``, a shard's memory-mapped layers,
+      see :class:`estimators._batch.BatchPlan`): the chunk is ``(L, rows * D)`` and the weight
+      gradient is a product with ``g`` and a sum per layer.
+
+    ``sources`` holds one such source per shard (a single one for arrays in memory and copied
+    batches); ``parts`` gives the source of every utterance.
     """
 
     @staticmethod
-    def forward(ctx, weights, source, starts, counts, norm, groups):  # type: ignore[override]
-        out = torch.empty(int(counts.sum()), source.shape[2], dtype=torch.float32)
-        pieces = _chunks(starts, counts)
+    def forward(ctx, weights, sources, parts, starts, counts, norm, groups):  # type: ignore[override]
+        _, n_layers, dim = _shape(sources[0])
+        out = torch.empty(int(counts.sum()), dim, dtype=torch.float32)
+        pieces = _chunks(starts, counts, parts)
         wl = weights.detach().to(torch.float32).tolist()
         grp = None if norm is None else groups.tolist()
         buf = None
-        major = _layer_major_source(source)
-        direct = _direct(source, norm)
+        major = _layer_major_source(sources[0])
+        direct = _direct(sources[0], norm)
         with torch.autocast("cpu", enabled=False):
-            for s, o, m, segs in pieces:
+            for p, s, o, m, segs in pieces:
+                source = sources[p]
                 if direct:
-                    x = source[s : s + m]  # (m, L, D) stored frames, either layout, read in place
+                    x = _rows(source, s, m)  # the stored frames of every layer, read in place
                 else:
                     if buf is None:
-                        buf = torch.empty(CHUNK_FRAMES * source.shape[1] * source.shape[2], dtype=torch.float32)
+                        buf = scratch("mix", CHUNK_FRAMES * n_layers * dim, torch.float32)
                     if major:
-                        x = _layer_major(source, s, m, buf, norm, grp, segs).view(source.shape[1], m, -1).permute(1, 0, 2)
+                        x = _layer_major(source, s, m, buf, norm, grp, segs).view(n_layers, m, dim).unbind(0)
                     else:
-                        x = _frame_major(source, s, m, buf, norm, grp, segs)
+                        x = _frame_major(source, s, m, buf, norm, grp, segs).unbind(1)
                 _weighted_sum(out[o : o + m], x, wl)
-        ctx.source, ctx.pieces, ctx.norm, ctx.groups, ctx.major = source, pieces, norm, grp, major
+        ctx.sources, ctx.pieces, ctx.norm, ctx.groups, ctx.major = sources, pieces, norm, grp, major
         return out
 
     @staticmethod
@@ -132,18 +144,34 @@ class _MixLayersCPU(torch.autograd.Function):
             g = grad_out.to(torch.float32).contiguous()
             with torch.autocast("cpu", enabled=False):
                 grad_w = (_grad_layer_major if ctx.major else _grad_frame_major)(ctx, g)
-        ctx.source = ctx.norm = None
-        return grad_w, None, None, None, None, None
+        ctx.sources = ctx.norm = None
+        return grad_w, None, None, None, None, None, None
 
 
-def _direct(source: torch.Tensor, norm: Norm | None) -> bool:
+def _shape(source) -> tuple[int, int, int]:
+    """``(T, L, D)`` of a source: a (T, L, D) tensor or a tuple of L (T, D) layer tensors."""
+    if isinstance(source, tuple):
+        return source[0].shape[0], len(source), source[0].shape[1]
+    return tuple(source.shape)
+
+
+def _rows(source, s: int, m: int) -> list[torch.Tensor]:
+    """Rows ``s:s+m`` of every layer of a source, as (m, D) views."""
+    if isinstance(source, tuple):
+        return [layer[s : s + m] for layer in source]
+    x = source[s : s + m]
+    return [x[:, layer] for layer in range(x.shape[1])]
+
+
+def _direct(source, norm: Norm | None) -> bool:
     """Whether the stored frames enter the sums as they are (float16/32, no normalisation):
     an in-place float32 add converts each float16 value on the fly."""
-    return norm is None and source.dtype in (torch.float16, torch.float32)
+    dtype = source[0].dtype if isinstance(source, tuple) else source.dtype
+    return norm is None and dtype in (torch.float16, torch.float32)
 
 
-def _weighted_sum(dst: torch.Tensor, x: torch.Tensor, wl: list[float]) -> None:
-    """``dst = sum_l wl[l] * x[:, l]`` (dst float32 (m, D); x (m, L, D) float16/32, any strides).
+def _weighted_sum(dst: torch.Tensor, layers, wl: list[float]) -> None:
+    """``dst = sum_l wl[l] * layers[l]`` (dst float32 (m, D); every layer (m, D) float16/32, any strides).
 
     Elementwise adds, not a BLAS product: on a 2-core EPYC a (1 x L) @ (L x m*D) sgemm after
     each chunk's conversion ran single-threaded and made the next conversion ~4x slower
@@ -151,12 +179,15 @@ def _weighted_sum(dst: torch.Tensor, x: torch.Tensor, wl: list[float]) -> None:
     frames once, in float32, in the order of the layers.
     """
     dst.zero_()
-    for layer, wk in enumerate(wl):
-        dst.add_(x[:, layer], alpha=wk)
+    for x, wk in zip(layers, wl):
+        dst.add_(x, alpha=wk)
 
 
-def _layer_major_source(source: torch.Tensor) -> bool:
-    """True for a (T, L, D) view of an (L, T, D) buffer (layers outermost in memory)."""
+def _layer_major_source(source) -> bool:
+    """True for layers outermost in memory: a tuple of layer tensors, or a (T, L, D) view of an
+    (L, T, D) buffer."""
+    if isinstance(source, tuple):
+        return True
     st = source.stride()
     return source.shape[1] > 1 and st[2] == 1 and st[0] == source.shape[2] and st[1] >= source.shape[0] * source.shape[2]
 
@@ -176,12 +207,16 @@ def _frame_major(source, s, m, buf, norm, grp, segs) -> torch.Tensor:
 
 def _layer_major(source, s, m, buf, norm, grp, segs) -> torch.Tensor:
     """Rows ``s:s+m`` of a layer-major source as float32 (L, m * D), each utterance normalised."""
-    n_layers, dim = source.shape[1], source.shape[2]
-    x = source[s : s + m].permute(1, 0, 2)
-    if source.dtype == torch.float32 and norm is None:
-        return x.reshape(n_layers, m * dim)  # a view: rows of one layer are contiguous
+    _, n_layers, dim = _shape(source)
     t = buf[: n_layers * m * dim].view(n_layers, m, dim)
-    t.copy_(x)
+    if isinstance(source, tuple):
+        for layer, x in enumerate(source):
+            t[layer].copy_(x[s : s + m])
+    else:
+        x = source[s : s + m].permute(1, 0, 2)
+        if source.dtype == torch.float32 and norm is None:
+            return x.reshape(n_layers, m * dim)  # a view: rows of one layer are contiguous
+        t.copy_(x)
     if norm is not None:
         for r, c, b in segs:
             apply_normalization(t[:, r : r + c], norm.shift[grp[b]].unsqueeze(1), norm.inv[grp[b]].unsqueeze(1))
@@ -192,33 +227,38 @@ def _grad_layer_major(ctx, g: torch.Tensor) -> torch.Tensor:
     """``dL/dw_l = sum_{f, d} x'[f, l, d] g[f, d]``: per chunk an elementwise product into one
     float32 buffer (float16 frames converted on the fly) and a sum per layer (no BLAS gemv: see
     :func:`_weighted_sum`)."""
-    source = ctx.source
-    n_layers = source.shape[1]
-    buf = torch.empty(CHUNK_FRAMES * n_layers * source.shape[2], dtype=torch.float32)
+    _, n_layers, dim = _shape(ctx.sources[0])
+    buf = scratch("mix", CHUNK_FRAMES * n_layers * dim, torch.float32)
     part = torch.empty(n_layers, dtype=torch.float32)
     acc = torch.zeros(n_layers, dtype=torch.float64)
-    direct = _direct(source, ctx.norm)
-    for s, o, m, segs in ctx.pieces:
-        if direct:
-            x = source[s : s + m].permute(1, 0, 2).reshape(n_layers, -1)  # a view: layer rows are contiguous
+    direct = _direct(ctx.sources[0], ctx.norm)
+    for p, s, o, m, segs in ctx.pieces:
+        source = ctx.sources[p]
+        gm = g[o : o + m]
+        t = buf[: n_layers * m * dim].view(n_layers, m * dim)
+        if direct and isinstance(source, tuple):  # memory-mapped layers: one product per layer
+            for layer, x in enumerate(_rows(source, s, m)):
+                torch.mul(x, gm, out=t[layer].view(m, dim))
         else:
-            x = _layer_major(source, s, m, buf, ctx.norm, ctx.groups, segs)
-        t = buf[: x.numel()].view(x.shape)
-        torch.mul(x, g[o : o + m].reshape(1, -1), out=t)
+            if direct:
+                x = source[s : s + m].permute(1, 0, 2).reshape(n_layers, -1)  # a view: layer rows are contiguous
+            else:
+                x = _layer_major(source, s, m, buf, ctx.norm, ctx.groups, segs)
+            torch.mul(x, gm.reshape(1, -1), out=t)
         torch.sum(t, dim=1, out=part)
         acc += part
     return acc.to(torch.float32)
 
 
 def _grad_frame_major(ctx, g: torch.Tensor) -> torch.Tensor:
-    source, norm, grp = ctx.source, ctx.norm, ctx.groups
-    n_layers, dim = source.shape[1], source.shape[2]
-    tmp = torch.empty(CHUNK_FRAMES * n_layers * dim, dtype=torch.float32)
+    norm, grp = ctx.norm, ctx.groups
+    _, n_layers, dim = _shape(ctx.sources[0])
+    tmp = scratch("mix", CHUNK_FRAMES * n_layers * dim, torch.float32)
     part = torch.empty(n_layers, dim, dtype=torch.float32)
     acc = torch.zeros(n_layers, dim, dtype=torch.float64)
-    for s, o, m, segs in ctx.pieces:
+    for p, s, o, m, segs in ctx.pieces:
         t = tmp[: m * n_layers * dim].view(m, n_layers, dim)
-        x = source[s : s + m]
+        x = ctx.sources[p][s : s + m]
         if x.dtype == torch.float64:
             x = x.to(torch.float32)
         gc = g[o : o + m]
@@ -235,8 +275,12 @@ def _grad_frame_major(ctx, g: torch.Tensor) -> torch.Tensor:
     return acc.sum(dim=1).to(torch.float32)
 
 
-def _gather_rows(source: torch.Tensor, starts: np.ndarray, counts: np.ndarray) -> torch.Tensor:
-    """Rows of ``source`` (T, L, D) for the segments, concatenated: (sum counts, L, D)."""
+def _gather_rows(sources: tuple[torch.Tensor, ...], parts: np.ndarray | None, starts: np.ndarray,
+                 counts: np.ndarray) -> torch.Tensor:
+    """Rows of the sources (see :func:`_shape`) for the segments, concatenated: (sum counts, L, D)."""
+    if parts is not None:  # one source per shard
+        return torch.cat([_part_rows(sources[int(p)], int(s), int(c)) for p, s, c in zip(parts, starts, counts)])
+    source = sources[0]
     if len(starts) == 1:
         s = int(starts[0])
         return source[s : s + int(counts[0])]
@@ -244,6 +288,13 @@ def _gather_rows(source: torch.Tensor, starts: np.ndarray, counts: np.ndarray) -
         int(counts.sum())
     )
     return source[torch.from_numpy(rows)]
+
+
+def _part_rows(source, s: int, c: int) -> torch.Tensor:
+    """Rows ``s:s+c`` of one source as one (c, L, D) tensor (a view, or a copy of mapped layers)."""
+    if isinstance(source, tuple):
+        return torch.stack([layer[s : s + c] for layer in source], dim=1)
+    return source[s : s + c]
 
 
 def _normalize(x: torch.Tensor, norm: Norm, groups: np.ndarray, counts: np.ndarray) -> torch.Tensor:
@@ -256,13 +307,14 @@ def _normalize(x: torch.Tensor, norm: Norm, groups: np.ndarray, counts: np.ndarr
 
 def mix_frames(
     weights: torch.Tensor | None,
-    source: torch.Tensor,
+    source: torch.Tensor | tuple[torch.Tensor, ...],
     starts: np.ndarray,
     counts: np.ndarray,
     device: torch.device,
     norm: Norm | None = None,
     groups: np.ndarray | None = None,
     chunked: bool | None = None,
+    parts: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Combine the (normalised) layers of the selected frames.
 
@@ -270,10 +322,13 @@ def mix_frames(
     ----------
     weights : Tensor of shape (n_layers,) or None
         Normalised layer weights (None: ``source`` must have one layer, which is taken).
-    source : Tensor of shape (total_frames, n_layers, dim)
-        The whole stored stream (CPU, float16/32/64), shared with the numpy array.
+    source : Tensor of shape (total_frames, n_layers, dim), or a tuple of sources
+        The whole stored stream (CPU, float16/32/64), shared with the numpy array; or, with
+        ``parts``, one source per shard: a tuple of its ``n_layers`` memory-mapped layers of
+        shape (frames, dim) (:class:`estimators._batch.BatchPlan`).
     starts, counts : ndarray of shape (n_utterances,)
-        First row and number of rows of every utterance of the batch.
+        First row and number of rows of every utterance of the batch (rows of its shard
+        with ``parts``).
     device : torch.device
         Where the result goes.
     norm : Norm or None
@@ -283,24 +338,32 @@ def mix_frames(
     chunked : bool or None
         Use the chunked CPU kernel (None: on CPU); False gathers the frames and uses
         plain torch operations (what CUDA devices do).
+    parts : ndarray of shape (n_utterances,) or None
+        With a tuple ``source``: the tensor (shard) of every utterance.
 
     Returns
     -------
     Tensor of shape (sum(counts), dim), float32, on ``device``
         Differentiable with respect to ``weights``.
     """
+    sources = tuple(source) if isinstance(source, (tuple, list)) else (source,)
+    if len(sources) > 1 and parts is None:
+        raise ValueError("mix_frames over several sources needs parts (the source of every utterance)")
     if chunked is None:
         chunked = device.type == "cpu"
     if weights is not None and chunked:
-        return _MixLayersCPU.apply(weights, source, starts, counts, norm, groups)
-    if weights is None and source.shape[1] != 1:
+        if parts is not None and isinstance(sources[0], tuple) and _direct(sources[0], norm):
+            return mix_mapped(weights, sources, parts, starts, counts)  # memory-mapped shards
+        return _MixLayersCPU.apply(weights, sources, parts, starts, counts, norm, groups)
+    if weights is None and _shape(sources[0])[1] != 1:
         raise ValueError("mix_frames without weights needs a single-layer source")
-    x = _gather_rows(source, starts, counts)
+    x = _gather_rows(sources, parts, starts, counts)
     if device.type == "cuda":
         x = x.pin_memory()
     x = x.to(device=device, non_blocking=True).to(torch.float32)
     if norm is not None:
-        if x.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
+        if any(isinstance(s, torch.Tensor) and x.untyped_storage().data_ptr() == s.untyped_storage().data_ptr()
+               for s in sources):
             x = x.clone()  # a view of the stored frames (float32 on the CPU): normalise a copy
         x = _normalize(x, norm, groups, counts)
     if weights is None:

@@ -24,6 +24,7 @@ Either way every utterance is seen exactly once per epoch.
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from typing import Sequence
@@ -56,6 +57,8 @@ class ShardFrames:
         First global row of every part, then ``total_frames``.
     rows_read : int
         Frame rows copied by :meth:`read` so far (what tests and benchmarks count).
+    rows_mapped : int
+        Frame rows handed out as views of :meth:`mapped` (counted by whoever hands them out).
     """
 
     ndim = 3
@@ -72,7 +75,9 @@ class ShardFrames:
         self.shape = (int(self.base[-1]), int(n_layers), int(dim))
         self.dtype = np.dtype(dtype)
         self.rows_read = 0
+        self.rows_mapped = 0
         self._fds: dict[int, int] = {}
+        self._views: dict[int, tuple | None] = {}  # part -> memory-mapped layers (see mapped)
         self._lock = threading.Lock()  # plans in several threads may read one source
 
     @classmethod
@@ -188,6 +193,38 @@ class ShardFrames:
                     raise StoreError(f"{sh.path}: layer {k} ends before row {local + n} (run featcache verify)")
                 done += got
 
+    def mapped(self, p: int) -> tuple[np.ndarray, ...] | None:
+        """Part ``p``'s selected layers as read-only views of one memory map of its file.
+
+        Returns
+        -------
+        tuple of ndarray of shape (n_frames of the part, dim), the stored dtype, or None
+            One view per selected layer (in order) of the page cache's pages, with no copy;
+            None where the file cannot be mapped or a layer's data is not aligned to its
+            dtype: then :meth:`read`. The mapping is made once per part and process and
+            shares the page cache with every other process reading the file.
+        """
+        with self._lock:
+            if p not in self._views:
+                self._views[p] = self._map(p)
+            return self._views[p]
+
+    def _map(self, p: int) -> tuple[np.ndarray, ...] | None:
+        sh, layers = self._parts[p]
+        n, dim, item = sh.n_frames, self.shape[2], self.dtype.itemsize
+        offs = [sh.layout(k)[0] for k in layers]
+        if not n or any(o % item for o in offs):
+            return None
+        try:
+            with open(sh.path, "rb") as f:
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return None
+        if max(offs) + n * dim * item > len(mm):
+            return None
+        # each view keeps the mapping alive
+        return tuple(np.frombuffer(mm, self.dtype, n * dim, o).reshape(n, dim) for o in offs)
+
     def _fd(self, p: int) -> int:
         with self._lock:
             fd = self._fds.get(p)
@@ -208,11 +245,11 @@ class ShardFrames:
         self.close()
 
     def __getstate__(self) -> dict:  # descriptors and the lock do not travel
-        return {k: v for k, v in self.__dict__.items() if k not in ("_fds", "_lock")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_fds", "_views", "_lock")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._fds, self._lock = {}, threading.Lock()
+        self._fds, self._views, self._lock = {}, {}, threading.Lock()
 
     def __getitem__(self, key):
         """Contiguous row slices only (``frames[s:e]``), as :meth:`read` returns them."""

@@ -81,15 +81,21 @@ def test_concat_addresses_both_sources(fs):
     np.testing.assert_array_equal(second, st.utterance(i))
 
 
-def test_a_subset_reads_only_its_own_rows(fs):
+@pytest.mark.parametrize("budget, counter", [(None, "rows_mapped"), (1, "rows_read")])
+def test_a_subset_reads_only_its_own_rows(fs, budget, counter):
+    """Mapped (the selection fits) or copied (streamed), a subset's batches hand out its own
+    rows and no others; the other counter stays where it was."""
     sub = fs[np.array([1, 9, 33])]
     packed = sub.to_packed()
     src = packed.streams[0].data
-    plan = BatchPlan(packed, stream_ratios(packed), None, CPU)
-    before = src.rows_read
+    plan = BatchPlan(packed, stream_ratios(packed), None, CPU, memory_budget=budget)
+    assert plan.access["mapped"] is (counter == "rows_mapped")
+    other = "rows_read" if counter == "rows_mapped" else "rows_mapped"
+    before, before_other = getattr(src, counter), getattr(src, other)
     seen = [b.index for b in plan.iter_batches(np.arange(len(sub)), 2, rng=np.random.default_rng(0))]
     assert sorted(np.concatenate(seen)) == [0, 1, 2]
-    assert src.rows_read - before == int(packed.streams[0].lengths.sum())  # nothing else was read
+    assert getattr(src, counter) - before == int(packed.streams[0].lengths.sum())  # nothing else was read
+    assert getattr(src, other) == before_other
 
 
 # ------------------------------------------------------------------ visiting order
@@ -132,10 +138,11 @@ def test_read_ahead_only_when_streaming_or_a_core_is_free(monkeypatch):
     assert batch_mod.read_ahead("random", threads=1)
 
 
-@pytest.mark.parametrize("ahead", [True, False])
-def test_batches_are_the_same_read_ahead_or_in_turn(fs, ahead):
+@pytest.mark.parametrize("ahead, mapped", [(True, False), (False, False), (False, True)])
+def test_batches_are_the_same_read_ahead_or_in_turn(fs, ahead, mapped):
     packed = fs.to_packed()
-    plan = BatchPlan(packed, stream_ratios(packed), None, CPU)
+    plan = BatchPlan(packed, stream_ratios(packed), None, CPU, map_frames=mapped)
+    assert plan.access["mapped"] is mapped and isinstance(plan.batch(np.array([0])).streams[0].source, tuple) is mapped
     plan.access["read_ahead"] = ahead
     index = np.arange(len(fs))
     order, frames = [], []
@@ -143,7 +150,7 @@ def test_batches_are_the_same_read_ahead_or_in_turn(fs, ahead):
         sl = b.streams[0]
         order.append(b.index)
         # copy now: a batch's buffer is reused PREFETCH batches later
-        frames += [sl.source[s : s + c].clone() for s, c in zip(sl.starts.tolist(), sl.counts.tolist())]
+        frames += [sl.rows(i).clone() for i in range(len(b))]
     order = np.concatenate(order)
     assert sorted(order) == list(index)
     want = [torch.from_numpy(np.asarray(fs[int(i)], dtype=np.float32)) for i in order]
@@ -228,6 +235,7 @@ def test_random_batches_train_like_in_memory(fs):
     on_disk = _tiny().fit(fs, fs.labels)
     in_mem = _tiny().fit(_in_memory(fs), fs.labels)
     assert on_disk.data_access_["mode"] == "random" and in_mem.data_access_["mode"] == "memory"
+    assert on_disk.data_access_["mapped"]  # read straight from the shards' memory maps
     for a, b in zip(_weights(on_disk), _weights(in_mem)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(on_disk.predict_proba(fs), in_mem.predict_proba(_in_memory(fs)), rtol=1e-5, atol=1e-6)
@@ -314,7 +322,7 @@ def test_layer_major_batches_give_the_frame_major_gradients(fs, normalised):
 
     X = SpeakerNormalizer().fit_transform(fs) if normalised else fs
     packed = X.to_packed()
-    plan = BatchPlan(packed, stream_ratios(packed), None, CPU)
+    plan = BatchPlan(packed, stream_ratios(packed), None, CPU, map_frames=False)
     sl = plan.batch(np.array([2, 17, 40, 41])).streams[0]
     results = []
     for source in (sl.source, sl.source.contiguous()):
@@ -325,6 +333,44 @@ def test_layer_major_batches_give_the_frame_major_gradients(fs, normalised):
     assert sl.source.stride()[0] == sl.source.shape[2]  # really layer-major
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("normalised, chunk_rows", [(False, 1024), (False, 7), (True, 1024)])
+def test_mapped_shards_give_the_copied_batches_mix_and_gradient(fs, normalised, chunk_rows, monkeypatch):
+    """Frames read straight from the shards' memory maps (a tuple of layers per shard) must give
+    the mix and layer-weight gradient of the same batch copied out of the shards, whether a
+    piece holds one utterance, several, or a part of one (7-row pieces)."""
+    import estimators._mapped_mix as mapped_mix
+    from estimators._ops import mix_frames
+
+    monkeypatch.setattr(mapped_mix, "CHUNK_ROWS", chunk_rows)
+
+    X = SpeakerNormalizer().fit_transform(fs) if normalised else fs
+    packed = X.to_packed()
+    idx = np.array([40, 2, 17, 41, 60])  # three shards, two neighbours in one
+    results = []
+    for mapped in (True, False):
+        sl = BatchPlan(packed, stream_ratios(packed), None, CPU, map_frames=mapped).batch(idx).streams[0]
+        assert (sl.parts is not None) is mapped
+        if mapped:
+            assert len(np.unique(sl.parts)) == 3 and isinstance(sl.source, tuple)
+        w = torch.linspace(0.1, 1.0, packed.streams[0].n_layers, requires_grad=True)
+        out = mix_frames(w, sl.source, sl.starts, sl.counts, CPU, sl.norm, sl.groups, parts=sl.parts)
+        (out * torch.arange(out.numel()).view(out.shape).sin()).sum().backward()
+        results.append((out.detach().numpy(), w.grad.numpy()))
+    np.testing.assert_array_equal(results[0][0], results[1][0])  # the same adds in the same order
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_shard_maps_as_read_only_views_of_its_selected_layers(fs):
+    src = fs.to_packed().streams[0].data
+    shard, _ = src.parts[1]
+    for layers in ((0, 1, 2), (2, 0), (1,)):
+        one = ShardFrames([(shard, layers)])
+        views = one.mapped(0)
+        assert len(views) == len(layers) and not any(v.flags.writeable for v in views)
+        np.testing.assert_array_equal(np.stack(views, axis=1), one.read(np.array([0]), np.array([shard.n_frames])))
+        assert one.rows_read == shard.n_frames and one.mapped(0) is views  # mapped once
 
 
 def test_a_pickled_source_reads_the_same_rows(fs):

@@ -33,18 +33,20 @@ def _torch_paths(packed: Packed, k: int = 0) -> dict[str, np.ndarray]:
     with one-hot layer weights, which makes the layer mix exact)."""
     plan = BatchPlan(packed, stream_ratios(packed), None, torch.device("cpu"))
     sl = plan.batch(np.arange(len(packed))).streams[k]
-    before = sl.source.clone()
+    # memory-mapped shards (a tuple of layer tensors per shard) or one array
+    tensors = [t for part in sl.source for t in part] if sl.parts is not None else [sl.source]
+    before = [t.clone() for t in tensors]
+    n_layers = packed.streams[k].n_layers
     out = {}
     for chunked in (True, False):
         layers = []
-        for layer in range(sl.source.shape[1]):
-            w = torch.zeros(sl.source.shape[1])
+        for layer in range(n_layers):
+            w = torch.zeros(n_layers)
             w[layer] = 1.0
-            layers.append(
-                mix_frames(w, sl.source, sl.starts, sl.counts, torch.device("cpu"), sl.norm, sl.groups, chunked=chunked)
-            )
+            layers.append(mix_frames(w, sl.source, sl.starts, sl.counts, torch.device("cpu"), sl.norm, sl.groups,
+                                     chunked=chunked, parts=sl.parts))
         out["chunked" if chunked else "gather"] = torch.stack(layers, dim=1).numpy()
-    assert torch.equal(sl.source, before), "a torch path wrote into the stored frames"
+    assert all(torch.equal(t, b) for t, b in zip(tensors, before)), "a torch path wrote into the stored frames"
     return out
 
 

@@ -14,8 +14,10 @@ wakes torch's threads: with per-utterance pieces a Dense all-layers epoch over R
 switches; gathered pieces took 2.3-2.7 s; 2-core EPYC, 2026-12-04). The backward pass gathers
 the same pieces again for ``dL/dw_l = sum_{f, d} x[f, l, d] g[f, d]``.
 
-Only un-normalised float16/float32 frames come here; normalised ones take the per-piece
-path of :func:`estimators._ops.mix_frames`, which converts and normalises each utterance.
+Normalised frames (``Stream.norm_*``) are converted and normalised first, a piece of at most
+:data:`estimators._ops.CHUNK_FRAMES` rows at a time, by the same
+:func:`featcache.packed.apply_normalization` and in the same order as a copied batch, so the
+mix equals the copied path's exactly.
 """
 
 from __future__ import annotations
@@ -23,33 +25,39 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from featcache.packed import apply_normalization
+
 from ._scratch import scratch
 
 __all__ = ["CHUNK_ROWS", "mix_mapped"]
 
 #: rows per gathered piece: (1024 x 768) float16 + float32 buffers stay in a 32 MB L3 cache
 CHUNK_ROWS = 1024
+#: rows per piece of normalised frames, converted whole (L x rows x dim float32, as the copied
+#: path's chunks of ``estimators._ops.CHUNK_FRAMES``)
+NORM_ROWS = 512
 
 
-def _pieces(parts: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> list[tuple]:
-    """``(shard, rows, out)`` pieces of at most CHUNK_ROWS rows of one shard.
+def _pieces(parts: np.ndarray, starts: np.ndarray, counts: np.ndarray, limit: int) -> list[tuple]:
+    """``(shard, rows, out, segments)`` pieces of at most ``limit`` rows of one shard.
 
     ``rows`` and ``out`` are ``(start, n)`` for a piece of one utterance (read as slices),
-    else int64 tensors of the shard rows and output rows of the piece, in the same order.
+    else int64 tensors of the shard rows and output rows of the piece, in the same order;
+    ``segments`` are ``(row in the piece, n_rows, utterance)``.
     """
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     out: list[tuple] = []
     for p in np.unique(parts).tolist():
-        segs: list[tuple[int, int, int]] = []  # (shard row, output row, n) of the piece
+        segs: list[tuple[int, int, int, int]] = []  # (shard row, output row, n, utterance)
         size = 0
         for b in np.flatnonzero(parts == p).tolist():
             s, o, c = int(starts[b]), int(offsets[b]), int(counts[b])
             while c:
-                take = min(c, CHUNK_ROWS - size)
-                segs.append((s, o, take))
+                take = min(c, limit - size)
+                segs.append((s, o, take, b))
                 size += take
                 s, o, c = s + take, o + take, c - take
-                if size == CHUNK_ROWS:
+                if size == limit:
                     out.append(_piece(p, segs))
                     segs, size = [], 0
         if segs:
@@ -57,13 +65,19 @@ def _pieces(parts: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> list[t
     return out
 
 
-def _piece(p: int, segs: list[tuple[int, int, int]]) -> tuple:
+def _piece(p: int, segs: list[tuple[int, int, int, int]]) -> tuple:
+    local = np.cumsum([0] + [n for _, _, n, _ in segs[:-1]]).tolist()
+    where = [(r, n, b) for r, (_, _, n, b) in zip(local, segs)]
     if len(segs) == 1:
-        s, o, n = segs[0]
-        return p, (s, n), (o, n)
-    rows = np.concatenate([np.arange(s, s + n) for s, _, n in segs])
-    dst = np.concatenate([np.arange(o, o + n) for _, o, n in segs])
-    return p, torch.from_numpy(rows), torch.from_numpy(dst)
+        s, o, n, _ = segs[0]
+        return p, (s, n), (o, n), where
+    rows = np.concatenate([np.arange(s, s + n) for s, _, n, _ in segs])
+    dst = np.concatenate([np.arange(o, o + n) for _, o, n, _ in segs])
+    return p, torch.from_numpy(rows), torch.from_numpy(dst), where
+
+
+def _n(rows) -> int:
+    return rows[1] if isinstance(rows, tuple) else len(rows)
 
 
 def _float32(x: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
@@ -85,28 +99,45 @@ def _layer_rows(layer: torch.Tensor, rows, buf: torch.Tensor) -> torch.Tensor:
     return torch.index_select(layer, 0, rows, out=t)
 
 
+def _normalized(layers: tuple, rows, where, norm, groups: list, gather: torch.Tensor) -> torch.Tensor:
+    """The piece's rows of every layer as float32 (L, n, D), each utterance normalised."""
+    n, dim = _n(rows), layers[0].shape[1]
+    x = scratch("mapped-norm", len(layers) * n * dim, torch.float32).view(len(layers), n, dim)
+    for k, layer in enumerate(layers):
+        x[k].copy_(_layer_rows(layer, rows, gather))
+    for r, c, b in where:
+        g = groups[b]
+        apply_normalization(x[:, r : r + c], norm.shift[g].unsqueeze(1), norm.inv[g].unsqueeze(1))
+    return x
+
+
 class _MixMapped(torch.autograd.Function):
-    """out[f] = sum_l w[l] * layer_l[row(f)] over memory-mapped layers (float32 output)."""
+    """out[f] = sum_l w[l] * norm(layer_l[row(f)]) over memory-mapped layers (float32 output)."""
 
     @staticmethod
-    def forward(ctx, weights, sources, parts, starts, counts):  # type: ignore[override]
+    def forward(ctx, weights, sources, parts, starts, counts, norm, groups):  # type: ignore[override]
         dim = sources[0][0].shape[1]
         out = torch.empty(int(counts.sum()), dim, dtype=torch.float32)
-        pieces = _pieces(parts, starts, counts)
+        grp = None if norm is None else np.asarray(groups).tolist()
+        pieces = _pieces(parts, starts, counts, CHUNK_ROWS if norm is None else NORM_ROWS)
         wl = weights.detach().to(torch.float32).tolist()
         gather = scratch("mapped-gather", CHUNK_ROWS * dim, sources[0][0].dtype)
         acc = scratch("mapped-acc", CHUNK_ROWS * dim, torch.float32)
         conv = scratch("mapped-prod", CHUNK_ROWS * dim, torch.float32)
         with torch.autocast("cpu", enabled=False):
-            for p, rows, dst in pieces:
-                n = rows[1] if isinstance(rows, tuple) else len(rows)
+            for p, rows, dst, where in pieces:
+                n = _n(rows)
                 a = out[dst[0] : dst[0] + n] if isinstance(dst, tuple) else acc[: n * dim].view(n, dim)
                 a.zero_()
-                for layer, wk in zip(sources[p], wl):  # the copied path's adds, in its order
-                    a.add_(_float32(_layer_rows(layer, rows, gather), conv), alpha=wk)
+                if norm is None:
+                    layers = (_float32(_layer_rows(x, rows, gather), conv) for x in sources[p])
+                else:
+                    layers = _normalized(sources[p], rows, where, norm, grp, gather).unbind(0)
+                for x, wk in zip(layers, wl):  # the copied path's adds, in its order
+                    a.add_(x, alpha=wk)
                 if not isinstance(dst, tuple):
                     out.index_copy_(0, dst, a)
-        ctx.sources, ctx.pieces = sources, pieces
+        ctx.sources, ctx.pieces, ctx.norm, ctx.groups = sources, pieces, norm, grp
         return out
 
     @staticmethod
@@ -114,21 +145,28 @@ class _MixMapped(torch.autograd.Function):
         grad_w = None
         if ctx.needs_input_grad[0]:
             with torch.autocast("cpu", enabled=False):
-                grad_w = _weight_grad(ctx.sources, ctx.pieces, grad_out.to(torch.float32).contiguous())
-        ctx.sources = ctx.pieces = None
-        return grad_w, None, None, None, None
+                grad_w = _weight_grad(ctx, grad_out.to(torch.float32).contiguous())
+        ctx.sources = ctx.pieces = ctx.norm = None
+        return grad_w, None, None, None, None, None, None
 
 
-def _weight_grad(sources, pieces, g: torch.Tensor) -> torch.Tensor:
-    """``dL/dw_l = sum_{f, d} x[f, l, d] g[f, d]``, piece by piece (float64 accumulation)."""
+def _weight_grad(ctx, g: torch.Tensor) -> torch.Tensor:
+    """``dL/dw_l = sum_{f, d} x'[f, l, d] g[f, d]``, piece by piece (float64 accumulation)."""
+    sources = ctx.sources
     n_layers, dim = len(sources[0]), sources[0][0].shape[1]
     gather = scratch("mapped-gather", CHUNK_ROWS * dim, sources[0][0].dtype)
     gbuf = scratch("mapped-acc", CHUNK_ROWS * dim, torch.float32)
     prod = scratch("mapped-prod", CHUNK_ROWS * dim, torch.float32)
     part = torch.empty(n_layers, dtype=torch.float32)
     acc = torch.zeros(n_layers, dtype=torch.float64)
-    for p, rows, dst in pieces:
+    for p, rows, dst, where in ctx.pieces:
         gc = _layer_rows(g, dst, gbuf)
+        if ctx.norm is not None:  # all layers converted and normalised: one product, one sum
+            x = _normalized(sources[p], rows, where, ctx.norm, ctx.groups, gather).view(n_layers, -1)
+            x.mul_(gc.reshape(1, -1))
+            torch.sum(x, dim=1, out=part)
+            acc += part
+            continue
         t = prod[: gc.numel()].view(gc.shape)
         for layer, x in enumerate(sources[p]):
             x = _layer_rows(x, rows, gather)
@@ -142,20 +180,24 @@ def _weight_grad(sources, pieces, g: torch.Tensor) -> torch.Tensor:
 
 
 def mix_mapped(weights: torch.Tensor, sources: tuple, parts: np.ndarray, starts: np.ndarray,
-               counts: np.ndarray) -> torch.Tensor:
+               counts: np.ndarray, norm=None, groups: np.ndarray | None = None) -> torch.Tensor:
     """The weighted layer average of a batch's rows from memory-mapped shards.
 
     Parameters
     ----------
     weights : Tensor of shape (n_layers,)
     sources : tuple of tuple of Tensor
-        Per shard, its ``n_layers`` layers, each of shape (frames, dim), float16/32.
+        Per shard, its ``n_layers`` layers, each of shape (frames, dim), float16/32/64.
     parts, starts, counts : ndarray of shape (n_utterances,)
         Shard, first row in it and number of rows of every utterance.
+    norm : estimators._ops.Norm or None
+        Lazy normalisation of the stream.
+    groups : ndarray of shape (n_utterances,) or None
+        Normalisation group of every utterance (with ``norm``).
 
     Returns
     -------
     Tensor of shape (sum(counts), dim), float32
         Differentiable with respect to ``weights``.
     """
-    return _MixMapped.apply(weights, sources, np.asarray(parts), np.asarray(starts), np.asarray(counts))
+    return _MixMapped.apply(weights, sources, np.asarray(parts), np.asarray(starts), np.asarray(counts), norm, groups)

@@ -352,8 +352,8 @@ def mix_frames(
     if chunked is None:
         chunked = device.type == "cpu"
     if weights is not None and chunked:
-        if parts is not None and isinstance(sources[0], tuple) and _direct(sources[0], norm):
-            return mix_mapped(weights, sources, parts, starts, counts)  # memory-mapped shards
+        if parts is not None and isinstance(sources[0], tuple):  # memory-mapped shards
+            return mix_mapped(weights, sources, parts, starts, counts, norm, groups)
         return _MixLayersCPU.apply(weights, sources, parts, starts, counts, norm, groups)
     if weights is None and _shape(sources[0])[1] != 1:
         raise ValueError("mix_frames without weights needs a single-layer source")

@@ -25,5 +25,6 @@ def scratch(name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
         bufs = _LOCAL.bufs = {}
     t = bufs.get((name, dtype))
     if t is None or t.numel() < numel:
-        t = bufs[(name, dtype)] = torch.empty(int(numel), dtype=dtype)
+        with torch.inference_mode(False):  # a normal tensor: written in and out of inference mode
+            t = bufs[(name, dtype)] = torch.empty(int(numel), dtype=dtype)
     return t[: int(numel)]

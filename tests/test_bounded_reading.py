@@ -335,7 +335,7 @@ def test_layer_major_batches_give_the_frame_major_gradients(fs, normalised):
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("normalised, chunk_rows", [(False, 1024), (False, 7), (True, 1024)])
+@pytest.mark.parametrize("normalised, chunk_rows", [(False, 1024), (False, 7), (True, 512), (True, 7)])
 def test_mapped_shards_give_the_copied_batches_mix_and_gradient(fs, normalised, chunk_rows, monkeypatch):
     """Frames read straight from the shards' memory maps (a tuple of layers per shard) must give
     the mix and layer-weight gradient of the same batch copied out of the shards, whether a
@@ -344,6 +344,7 @@ def test_mapped_shards_give_the_copied_batches_mix_and_gradient(fs, normalised, 
     from estimators._ops import mix_frames
 
     monkeypatch.setattr(mapped_mix, "CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(mapped_mix, "NORM_ROWS", chunk_rows)
 
     X = SpeakerNormalizer().fit_transform(fs) if normalised else fs
     packed = X.to_packed()
@@ -371,6 +372,18 @@ def test_a_shard_maps_as_read_only_views_of_its_selected_layers(fs):
         assert len(views) == len(layers) and not any(v.flags.writeable for v in views)
         np.testing.assert_array_equal(np.stack(views, axis=1), one.read(np.array([0]), np.array([shard.n_frames])))
         assert one.rows_read == shard.n_frames and one.mapped(0) is views  # mapped once
+
+
+def test_work_buffers_are_reused_and_writable_after_inference_mode():
+    from estimators._scratch import scratch
+
+    with torch.inference_mode():
+        first = scratch("test-buffer", 16, torch.float32)
+        first.fill_(1.0)
+    again = scratch("test-buffer", 8, torch.float32)
+    again.add_(1.0)  # an inference tensor would refuse this outside inference mode
+    assert again.data_ptr() == first.data_ptr() and float(first[0]) == 2.0
+    assert scratch("test-buffer", 32, torch.float32).numel() == 32  # grown on demand
 
 
 def test_a_pickled_source_reads_the_same_rows(fs):

@@ -102,13 +102,12 @@ class _MixLayersCPU(torch.autograd.Function):
 
     * frame-major (a C-contiguous array, frames given in memory): the backward pass uses
       ``sum_fd x' g = sum_d inv (sum_f x g) - sum_d (shift inv) (sum_f g)``;
-    * layer-major (a transposed view of an ``(L, T, D)`` buffer: the batches of frames read
-      from the shards; or a tuple of ``L`` tensors ``(T, D)``, a shard's memory-mapped layers,
-      see :class:`estimators._batch.BatchPlan`): the chunk is ``(L, rows * D)`` and the weight
-      gradient is a product with ``g`` and a sum per layer.
+    * layer-major (a transposed view of an ``(L, T, D)`` buffer: the batches of frames copied
+      out of the shards, :class:`estimators._batch.BatchPlan`): the chunk is ``(L, rows * D)``
+      and the weight gradient is a product with ``g`` and a sum per layer.
 
-    ``sources`` holds one such source per shard (a single one for arrays in memory and copied
-    batches); ``parts`` gives the source of every utterance.
+    ``sources`` is a one-tensor tuple here (``parts`` None); memory-mapped shards, one source
+    per shard, go to :func:`estimators._mapped_mix.mix_mapped` instead.
     """
 
     @staticmethod
@@ -155,19 +154,16 @@ def _shape(source) -> tuple[int, int, int]:
     return tuple(source.shape)
 
 
-def _rows(source, s: int, m: int) -> list[torch.Tensor]:
-    """Rows ``s:s+m`` of every layer of a source, as (m, D) views."""
-    if isinstance(source, tuple):
-        return [layer[s : s + m] for layer in source]
+def _rows(source: torch.Tensor, s: int, m: int) -> list[torch.Tensor]:
+    """Rows ``s:s+m`` of every layer of a (T, L, D) source, as (m, D) views."""
     x = source[s : s + m]
     return [x[:, layer] for layer in range(x.shape[1])]
 
 
-def _direct(source, norm: Norm | None) -> bool:
+def _direct(source: torch.Tensor, norm: Norm | None) -> bool:
     """Whether the stored frames enter the sums as they are (float16/32, no normalisation):
     an in-place float32 add converts each float16 value on the fly."""
-    dtype = source[0].dtype if isinstance(source, tuple) else source.dtype
-    return norm is None and dtype in (torch.float16, torch.float32)
+    return norm is None and source.dtype in (torch.float16, torch.float32)
 
 
 def _weighted_sum(dst: torch.Tensor, layers, wl: list[float]) -> None:
@@ -183,11 +179,8 @@ def _weighted_sum(dst: torch.Tensor, layers, wl: list[float]) -> None:
         dst.add_(x, alpha=wk)
 
 
-def _layer_major_source(source) -> bool:
-    """True for layers outermost in memory: a tuple of layer tensors, or a (T, L, D) view of an
-    (L, T, D) buffer."""
-    if isinstance(source, tuple):
-        return True
+def _layer_major_source(source: torch.Tensor) -> bool:
+    """True for a (T, L, D) view of an (L, T, D) buffer (layers outermost in memory)."""
     st = source.stride()
     return source.shape[1] > 1 and st[2] == 1 and st[0] == source.shape[2] and st[1] >= source.shape[0] * source.shape[2]
 
@@ -208,15 +201,11 @@ def _frame_major(source, s, m, buf, norm, grp, segs) -> torch.Tensor:
 def _layer_major(source, s, m, buf, norm, grp, segs) -> torch.Tensor:
     """Rows ``s:s+m`` of a layer-major source as float32 (L, m * D), each utterance normalised."""
     _, n_layers, dim = _shape(source)
+    x = source[s : s + m].permute(1, 0, 2)
+    if source.dtype == torch.float32 and norm is None:
+        return x.reshape(n_layers, m * dim)  # a view: rows of one layer are contiguous
     t = buf[: n_layers * m * dim].view(n_layers, m, dim)
-    if isinstance(source, tuple):
-        for layer, x in enumerate(source):
-            t[layer].copy_(x[s : s + m])
-    else:
-        x = source[s : s + m].permute(1, 0, 2)
-        if source.dtype == torch.float32 and norm is None:
-            return x.reshape(n_layers, m * dim)  # a view: rows of one layer are contiguous
-        t.copy_(x)
+    t.copy_(x)
     if norm is not None:
         for r, c, b in segs:
             apply_normalization(t[:, r : r + c], norm.shift[grp[b]].unsqueeze(1), norm.inv[grp[b]].unsqueeze(1))
@@ -236,15 +225,11 @@ def _grad_layer_major(ctx, g: torch.Tensor) -> torch.Tensor:
         source = ctx.sources[p]
         gm = g[o : o + m]
         t = buf[: n_layers * m * dim].view(n_layers, m * dim)
-        if direct and isinstance(source, tuple):  # memory-mapped layers: one product per layer
-            for layer, x in enumerate(_rows(source, s, m)):
-                torch.mul(x, gm, out=t[layer].view(m, dim))
+        if direct:
+            x = source[s : s + m].permute(1, 0, 2).reshape(n_layers, -1)  # a view: layer rows are contiguous
         else:
-            if direct:
-                x = source[s : s + m].permute(1, 0, 2).reshape(n_layers, -1)  # a view: layer rows are contiguous
-            else:
-                x = _layer_major(source, s, m, buf, ctx.norm, ctx.groups, segs)
-            torch.mul(x, gm.reshape(1, -1), out=t)
+            x = _layer_major(source, s, m, buf, ctx.norm, ctx.groups, segs)
+        torch.mul(x, gm.reshape(1, -1), out=t)
         torch.sum(t, dim=1, out=part)
         acc += part
     return acc.to(torch.float32)
